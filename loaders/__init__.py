@@ -1,0 +1,13 @@
+"""Loaders: each turns a data source into :class:`sdmp_fast.batch.Batch` objects.
+
+Registered as import strings, so ``import loaders`` imports no optional backend (DALI, FFCV).
+Every loader is built as ``build(cfg, recipe, rank=, world=, device=)`` and follows one sharding rule:
+per-rank batch = data.batch_size / world, floor(samples / data.batch_size) steps per epoch on every
+rank, full batches only (SDMP pairs row i with row B-1-i).
+"""
+from sdmp_fast.registry import LOADERS
+
+LOADERS.register_lazy("torch", "loaders.torch_folder:build",
+                      help="reference: ImageFolder-style reading, PIL decode, per-sample torch augmentation in workers (CPU)")
+LOADERS.register_lazy("synthetic", "loaders.synthetic:build",
+                      help="random normalised views made on the training device (compute-only ceiling, tests)")

@@ -1,0 +1,401 @@
+"""Configuration: frozen dataclasses are the schema and the defaults.
+
+Precedence: dataclass defaults < ``--config file.yaml`` < CLI ``key=value`` overrides.
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the key
+and what is allowed. ``resolve()`` computes derived values (per-rank batch, scaled lr,
+step counts) once; only ``build_*`` functions read config objects.
+
+The defaults are the embedded default run: MoCo v3 + SDMP with a tiny ViT on Fashion-MNIST
+(upsampled to 32 px) on whatever device is present. The ImageNet recipes of the paper live in
+``configs/*.yaml`` as deltas from these defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type or an impossible value."""
+
+
+def _choices(*names: str) -> dict:
+    return {"choices": names}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    loader: str = field(default="torch", metadata={"help": "loader name (see --help for the registered ones)"})
+    path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST"})
+    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
+    batch_size: int = field(default=128, metadata={"help": "global batch size (all ranks together); must be even per rank (SDMP pairs row i with row B-1-i)"})
+    image_size: int = field(default=32, metadata={"help": "side of the global views in pixels"})
+    crop_min: float = field(default=0.2, metadata={"help": "lower bound of RandomResizedCrop's area fraction (MoCo v3: 0.08 for ViT, 0.2 for ResNet-50 short runs)"})
+    num_workers: int = field(default=2, metadata={"help": "loader worker processes per rank (0 = load in the main process)"})
+    skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
+    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), metadata={"help": "per-channel normalisation mean (on the 0..1 scale)"})
+    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), metadata={"help": "per-channel normalisation std (on the 0..1 scale)"})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = field(default="vit_tiny_p4", metadata={"help": "backbone name (see --help for the registered ones)"})
+    drop_path: float = field(default=0.0, metadata={"help": "stochastic depth rate of the ViT blocks"})
+    channels_last: bool = field(default=True, metadata={"help": "run the backbone in channels-last memory format"})
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = field(default="mocov3", metadata={"help": "self-supervised method (see --help for the registered ones)"})
+    temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature T (MoCo v3: 0.2 ViT, 1.0 ResNet-50); the loss is scaled by 2T"})
+    momentum: float = field(default=0.99, metadata={"help": "momentum-encoder EMA coefficient at step 0"})
+    momentum_final: float = field(default=1.0, metadata={"help": "EMA coefficient at the last step (half-cosine from momentum)"})
+    proj_layers: int = field(default=3, metadata={"help": "projector depth (MoCo v3: 3 for ViT, 2 for ResNet-50)"})
+    hidden_dim: int = field(default=4096, metadata={"help": "hidden width of projector and predictor"})
+    out_dim: int = field(default=256, metadata={"help": "output dimension of projector and predictor"})
+    pred_last_bn: bool = field(default=True, metadata={"help": "affine-free BatchNorm at the end of the predictor (MoCo v3: True for ViT, False for ResNet)"})
+
+
+@dataclass(frozen=True)
+class SDMPConfig:
+    enabled: bool = field(default=True, metadata={"help": "add SDMP's mixed views and losses"})
+    variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view) or 'extra' (two extra views)", **_choices("replace", "extra")})
+    ops: tuple[str, ...] = field(default=("mixup", "cutmix", "resizemix"), metadata={"help": "mixing ops; one is drawn uniformly per step (shared by all ranks)"})
+    alpha: float = field(default=1.0, metadata={"help": "lambda ~ Beta(alpha, alpha) per sample"})
+    impl: str = field(default="torch", metadata={"help": "mixing implementation", **_choices("torch")})
+    weights: tuple[float, float, float] = field(default=(1.0, 0.5, 0.5), metadata={"help": "loss weights (clean, source, mix) of the 'replace' variant"})
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = field(default="adamw", metadata={"help": "optimizer", **_choices("adamw", "lars", "sgd")})
+    lr: float = field(default=1.5e-4, metadata={"help": "base learning rate per 256 images (scaled by global batch / 256)"})
+    min_lr: float = field(default=0.0, metadata={"help": "final learning rate of the cosine (absolute)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "weight decay (MoCo v3: 0.1 AdamW ViT, 1e-6 LARS ResNet)"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD/LARS momentum"})
+    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs (fractions allowed)"})
+    clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm (0 = off)"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    epochs: int = field(default=1, metadata={"help": "training length in epochs (ignored when max_steps > 0)"})
+    max_steps: int = field(default=400, metadata={"help": "training length in optimizer steps; 0 = use epochs"})
+    stop_after: int = field(default=0, metadata={"help": "stop this invocation (with a checkpoint) after this many steps without changing the schedule; 0 = off"})
+    seed: int = field(default=0, metadata={"help": "seed of every random stream"})
+    out_dir: str = field(default="runs/default", metadata={"help": "run directory: config, metrics, checkpoints, export"})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda' or 'cuda:N'"})
+    precision: str = field(default="auto", metadata={"help": "autocast dtype: auto = bf16 on CUDA, fp32 on CPU", **_choices("auto", "fp32", "bf16", "fp16")})
+    log_every: int = field(default=20, metadata={"help": "read device values (loss, metrics) every N steps; no host sync in between"})
+    checkpoint_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every N minutes of wall time (epoch ends always checkpoint); 0 = only epoch ends"})
+    knn: bool = field(default=True, metadata={"help": "evaluate k-NN accuracy (trained vs random init) at the end"})
+    knn_bank: int = field(default=10000, metadata={"help": "train images in the k-NN feature bank (fixed subset)"})
+    knn_queries: int = field(default=0, metadata={"help": "val images used as k-NN queries; 0 = all"})
+    knn_k: int = field(default=20, metadata={"help": "neighbours of the weighted k-NN vote"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    method: MethodConfig = MethodConfig()
+    sdmp: SDMPConfig = SDMPConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+# CLI flags that are aliases of dotted keys.
+ALIASES = {"--loader": "data.loader", "--data": "data.path", "--out": "run.out_dir"}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {len(value)}: {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    f = float(value)
+                except ValueError:
+                    f = math.nan
+                if f.is_integer():
+                    return int(f)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+def _apply(cfg: Config, key: str, value: Any, source: str) -> Config:
+    parts = key.split(".")
+    classes = _section_classes()
+    if len(parts) != 2 or parts[0] not in classes:
+        raise ConfigError(
+            f"{source}: unknown key {key!r}; keys are <section>.<name> with section one of {sorted(classes)}")
+    section, name = parts
+    cls = classes[section]
+    names = [f.name for f in fields(cls)]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        raise ConfigError(f"{source}: unknown key {key!r}; {section} has {', '.join(names)}"
+                          + (f" (did you mean {', '.join(section + '.' + c for c in close)}?)" if close else ""))
+    meta = {f.name: f.metadata for f in fields(cls)}[name]
+    value = _coerce(f"{source}: {key}", _field_type(cls, name), value)
+    allowed = meta.get("choices")
+    if allowed and value not in allowed:
+        raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
+    sec = dataclasses.replace(getattr(cfg, section), **{name: value})
+    return dataclasses.replace(cfg, **{section: sec})
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI value with YAML's scalar rules (``1e-3`` -> float, ``true`` -> bool, ``[a, b]`` -> list)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML reads 1e-3 (no dot) as a string; let the field's type convert it.
+    return text if value is None else value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that rejects duplicated keys (plain YAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicated key {key!r} at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file into a flat {dotted key: value} dict; nested sections or dotted keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist (configs/ lists the shipped ones)")
+    try:
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections, got {type(data).__name__}")
+    flat: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                flat[f"{k}.{kk}"] = vv
+        else:
+            flat[str(k)] = v
+    return flat
+
+
+def load_config(config_file: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Defaults < YAML file < overrides (``["section.key=value", ...]`` or a dict), then validated."""
+    cfg = Config()
+    if config_file:
+        for k, v in load_yaml(config_file).items():
+            cfg = _apply(cfg, k, v, str(config_file))
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in (overrides or [])]
+    for k, v in items:
+        cfg = _apply(cfg, k, v, "command line")
+    validate(cfg)
+    return cfg
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"command line: {text!r} is not a key=value override (e.g. optim.lr=1e-3)")
+    k, v = text.split("=", 1)
+    return k.strip(), parse_value(v)
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values with a message naming the key."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+    d, m, s, o, r = cfg.data, cfg.method, cfg.sdmp, cfg.optim, cfg.run
+    need(d.batch_size >= 2 and d.batch_size % 2 == 0, f"data.batch_size = {d.batch_size}: must be an even number >= 2")
+    need(d.image_size >= 8, f"data.image_size = {d.image_size}: must be at least 8 pixels")
+    need(0 < d.crop_min <= 1, f"data.crop_min = {d.crop_min}: must be in (0, 1]")
+    need(d.num_workers >= 0, f"data.num_workers = {d.num_workers}: must be >= 0")
+    need(all(x > 0 for x in d.std), f"data.std = {d.std}: every value must be > 0")
+    need(0 <= cfg.model.drop_path < 1, f"model.drop_path = {cfg.model.drop_path}: must be in [0, 1)")
+    need(m.temperature > 0, f"method.temperature = {m.temperature}: must be > 0")
+    need(0 <= m.momentum <= 1 and 0 <= m.momentum_final <= 1, "method.momentum and method.momentum_final must be in [0, 1]")
+    need(m.proj_layers >= 1, f"method.proj_layers = {m.proj_layers}: must be >= 1")
+    need(m.hidden_dim >= 1 and m.out_dim >= 1, "method.hidden_dim and method.out_dim must be >= 1")
+    need(len(s.ops) >= 1, "sdmp.ops: name at least one of mixup, cutmix, resizemix")
+    bad = [op for op in s.ops if op not in ("mixup", "cutmix", "resizemix")]
+    need(not bad, f"sdmp.ops: unknown op(s) {bad}; choose from mixup, cutmix, resizemix")
+    need(len(set(s.ops)) == len(s.ops), f"sdmp.ops = {list(s.ops)}: an op is listed twice")
+    need(s.alpha > 0, f"sdmp.alpha = {s.alpha}: must be > 0")
+    need(all(w >= 0 for w in s.weights), f"sdmp.weights = {s.weights}: must be >= 0")
+    need(o.lr > 0, f"optim.lr = {o.lr}: must be > 0")
+    need(o.min_lr >= 0 and o.weight_decay >= 0, "optim.min_lr and optim.weight_decay must be >= 0")
+    need(o.warmup_epochs >= 0, f"optim.warmup_epochs = {o.warmup_epochs}: must be >= 0")
+    need(o.clip_grad >= 0, f"optim.clip_grad = {o.clip_grad}: must be >= 0 (0 = off)")
+    need(r.epochs >= 1, f"run.epochs = {r.epochs}: must be >= 1")
+    need(r.max_steps >= 0 and r.stop_after >= 0, "run.max_steps and run.stop_after must be >= 0")
+    need(r.log_every >= 1, f"run.log_every = {r.log_every}: must be >= 1")
+    need(r.checkpoint_minutes >= 0, f"run.checkpoint_minutes = {r.checkpoint_minutes}: must be >= 0")
+    need(r.device == "auto" or r.device == "cpu" or r.device.startswith("cuda"),
+         f"run.device = {r.device!r}: use auto, cpu, cuda or cuda:N")
+    need(r.knn_bank >= 1 and r.knn_queries >= 0 and r.knn_k >= 1, "run.knn_bank and run.knn_k must be >= 1, run.knn_queries >= 0")
+    need(r.threads >= 0, f"run.threads = {r.threads}: must be >= 0")
+
+
+# ----------------------------------------------------------------------------- resolution
+
+@dataclass(frozen=True)
+class Resolved:
+    """Values derived once from the config and the run's environment."""
+    world: int
+    rank: int
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: float  # absolute peak lr = optim.lr * global batch / 256
+
+
+def resolve(cfg: Config, num_samples: int, world: int = 1, rank: int = 0) -> Resolved:
+    """Derive per-rank batch, step counts and scaled lr; errors name the key."""
+    gb = cfg.data.batch_size
+    if gb % world:
+        raise ConfigError(f"data.batch_size = {gb} is not divisible by the world size {world}")
+    local = gb // world
+    if local % 2:
+        raise ConfigError(f"data.batch_size = {gb}: the per-rank batch {local} (= batch / world {world}) must be even "
+                          "(SDMP pairs row i with row B-1-i of each rank's batch); use a multiple of 2 x world")
+    spe = num_samples // gb
+    if spe < 1:
+        raise ConfigError(f"data.batch_size = {gb} is larger than the training set ({num_samples} images); "
+                          "lower data.batch_size")
+    total = cfg.run.max_steps if cfg.run.max_steps > 0 else cfg.run.epochs * spe
+    warm = int(round(cfg.optim.warmup_epochs * spe))
+    warm = min(warm, total - 1) if total > 1 else 0
+    return Resolved(world=world, rank=rank, local_batch=local, steps_per_epoch=spe, total_steps=total,
+                    warmup_steps=warm, lr=cfg.optim.lr * gb / 256)
+
+
+# ----------------------------------------------------------------------------- output
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    out = {}
+    for f in fields(cfg):
+        sec = getattr(cfg, f.name)
+        out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(sec).items()}
+    return out
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def from_dict(d: dict[str, dict[str, Any]]) -> Config:
+    """Rebuild a Config from :func:`to_dict` output (e.g. a run directory's config.yaml)."""
+    return load_config(overrides={f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()})
+
+
+def config_markdown() -> str:
+    """docs/config.md, generated from the dataclasses (tests/test_config.py keeps the file current)."""
+    lines = ["# Configuration reference", "",
+             "Generated from `sdmp_fast/config.py` by `make docs`; do not edit by hand.",
+             "", "Precedence: dataclass defaults < `--config file.yaml` < command-line `section.key=value`.",
+             "Aliases: " + ", ".join(f"`{a} X` = `{k}=X`" for a, k in ALIASES.items()) + ".",
+             "Unknown keys, wrong types and impossible values are errors that name the key.", ""]
+    for name, cls in _section_classes().items():
+        lines += [f"## `{name}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for f in fields(cls):
+            default = f.default
+            if isinstance(default, tuple):
+                default = list(default)
+            helptext = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                helptext += " (one of: " + ", ".join(f.metadata["choices"]) + ")"
+            lines.append(f"| `{name}.{f.name}` | {_type_name(_field_type(cls, f.name))} | `{default!r}` | {helptext} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(config_markdown())

@@ -1,0 +1,1 @@
+"""Training engine: schedules, EMA, optimizers, checkpoints and the trainer loop."""

@@ -1,0 +1,191 @@
+"""The training loop: steps, schedules, logging, checkpoints and exact resume.
+
+Per step: set lr from the schedule table, EMA (MoCo v3: before the forward), forward under autocast,
+backward, optimizer step (DINO-style methods: EMA after it). Device values (loss, metrics) are summed
+on the device and read only every ``run.log_every`` steps: no per-step host synchronisation.
+
+Checkpoints are written atomically at epoch ends, every ``run.checkpoint_minutes`` (checked at
+logging points), when ``run.stop_after`` ends the invocation, and at the end. Each holds the method
+(student, teacher, heads, BN buffers), optimizer, grad scaler, random streams and the global step;
+the loader's position is (epoch, step in epoch) = divmod(step, steps per epoch), and the ``torch``
+loader's per-sample randomness is a function of (seed, epoch, index), so a resumed run continues
+exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sdmp_fast import dist
+from sdmp_fast.config import Config, Resolved, to_dict
+from sdmp_fast.methods.base import Method, StepRandom
+
+from . import checkpoint as ckpt
+from .ema import ema_update
+from .optim import build_optimizer
+from .schedules import cosine_to, warmup_cosine
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; training stopped without writing a checkpoint."""
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``run.precision`` -> dtype: auto = bf16 on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@dataclass
+class FitResult:
+    steps_done: int
+    total_steps: int
+    seconds: float
+    images_per_s: float
+    last_logs: dict
+    stopped_early: bool
+
+
+class Trainer:
+    def __init__(self, cfg: Config, res: Resolved, method: Method, loader, device: torch.device, out_dir: Path):
+        self.cfg, self.res, self.method, self.loader = cfg, res, method, loader
+        self.device, self.out_dir = device, Path(out_dir)
+        self.dtype = autocast_dtype(cfg.run.precision, device)
+        self.optimizer = build_optimizer(cfg, method.student_parameters())
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.lr = warmup_cosine(res.lr, cfg.optim.min_lr, res.total_steps, res.warmup_steps)
+        self.momentum = cosine_to(cfg.method.momentum, cfg.method.momentum_final, res.total_steps)
+        self.rng = StepRandom.create(cfg.run.seed, res.rank, device)
+        self.step = 0
+        self.teacher_params, self.student_params = method.ema_pairs()
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": self.rng.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "config": to_dict(self.cfg),
+            "total_steps": self.res.total_steps,
+            "world": self.res.world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        old = state.get("config", {})
+        for key in (("method", "name"), ("model", "backbone"), ("sdmp", "enabled"), ("sdmp", "variant")):
+            was = old.get(key[0], {}).get(key[1])
+            now = getattr(getattr(self.cfg, key[0]), key[1])
+            if was is not None and (list(was) if isinstance(was, tuple) else was) != (list(now) if isinstance(now, tuple) else now):
+                raise ValueError(f"cannot resume: the checkpoint has {key[0]}.{key[1]} = {was!r}, this run {now!r}")
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rng.load_state_dict(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = int(state["step"])
+
+    def save_checkpoint(self) -> Path | None:
+        if not dist.is_main():
+            return None
+        path = ckpt.save_atomic(self.state_dict(), ckpt.checkpoint_path(self.out_dir, self.step))
+        ckpt.prune(self.out_dir, keep=2)
+        self.last_checkpoint = path
+        return path
+
+    # ------------------------------------------------------------------ step
+
+    def train_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        i = self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lr[i])
+        m = float(self.momentum[i])
+        if self.method.ema_before_forward:
+            ema_update(self.teacher_params, self.student_params, m)
+        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else contextlib.nullcontext()
+        with ctx:
+            loss, logs = self.method(views, self.rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.student_parameters(), self.cfg.optim.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if not self.method.ema_before_forward:
+            ema_update(self.teacher_params, self.student_params, m)
+        self.step += 1
+        return logs
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, progress: bool = True) -> FitResult:
+        cfg, res = self.cfg, self.res
+        spe, total = res.steps_per_epoch, res.total_steps
+        stop_at = min(total, self.step + cfg.run.stop_after) if cfg.run.stop_after else total
+        metrics = self.out_dir / "metrics.jsonl"
+        main = dist.is_main()
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=self.step, desc=f"{cfg.method.name}{'+sdmp' if cfg.sdmp.enabled else ''}",
+                   unit="step", disable=not (progress and main), dynamic_ncols=True, mininterval=1.0)
+        t_start = t_log = time.time()
+        t_ckpt = time.time()
+        steps_at_log, start_step = self.step, self.step
+        sums: dict[str, torch.Tensor] = {}
+        n_sum = 0
+        last: dict = {}
+        self.method.train()
+        while self.step < stop_at:
+            epoch, start_in_epoch = divmod(self.step, spe)
+            self.loader.set_epoch(epoch, start_in_epoch)
+            for batch in self.loader:
+                logs = self.train_step(batch.views)
+                for k, v in logs.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+                n_sum += 1
+                bar.update(1)
+                at_end = self.step >= stop_at
+                epoch_end = self.step % spe == 0
+                if self.step % cfg.run.log_every == 0 or at_end or epoch_end:
+                    # the only host sync of the loop: one read of the summed device values
+                    vals = {k: float(v) / n_sum for k, v in sums.items()}
+                    now = time.time()
+                    ips = (self.step - steps_at_log) * cfg.data.batch_size / max(now - t_log, 1e-9)
+                    last = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
+                            "momentum": float(self.momentum[self.step - 1]), "images_per_s": ips,
+                            "elapsed_s": now - t_start}
+                    if not all(math.isfinite(v) for v in vals.values()):
+                        raise NonFiniteLoss(
+                            f"non-finite loss at step {self.step} ({vals}); last good checkpoint: "
+                            f"{self.last_checkpoint or 'none written in this run'}")
+                    if main:
+                        with open(metrics, "a") as f:
+                            f.write(json.dumps(last) + "\n")
+                    bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", lr=f"{last['lr']:.2e}", ips=f"{ips:.0f}")
+                    sums, n_sum, t_log, steps_at_log = {}, 0, now, self.step
+                    timed = cfg.run.checkpoint_minutes > 0 and now - t_ckpt >= 60 * cfg.run.checkpoint_minutes
+                    if epoch_end or at_end or timed:
+                        self.save_checkpoint()
+                        t_ckpt = time.time()
+                if at_end:
+                    break
+        bar.close()
+        secs = time.time() - t_start
+        done = self.step - start_step
+        return FitResult(steps_done=done, total_steps=total, seconds=secs,
+                         images_per_s=done * cfg.data.batch_size / max(secs, 1e-9), last_logs=last,
+                         stopped_early=self.step < total)

@@ -1,0 +1,39 @@
+"""Exported backbones: weights plus the timm model name and constructor kwargs that rebuild them.
+
+``load_backbone(path)`` (or ``timm.create_model(d["model_name"], **d["model_kwargs"])`` followed by
+``load_state_dict(d["state_dict"])``) gives back the exact architecture: MoCo v3's ViT-S has 12 heads,
+and a 6-head ViT-S has identical parameter shapes, so loading into the wrong one fails silently.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from sdmp_fast.engine.checkpoint import save_atomic
+
+FORMAT = "sdmp_fast.backbone/1"
+
+
+def export_backbone(backbone: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    spec = getattr(backbone, "sdmp_spec", None)
+    if spec is None:
+        raise ValueError("this backbone was not built by sdmp_fast.models (no sdmp_spec): cannot record how to rebuild it")
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    return save_atomic({"format": FORMAT, "model_name": spec.timm_name, "model_kwargs": dict(spec.kwargs),
+                        "state_dict": state, **(extra or {})}, path)
+
+
+def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported backbone with timm and load its weights (strict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no exported backbone here (pretraining writes RUN_DIR/backbone.pt)")
+    d = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an sdmp_fast backbone export (format {d.get('format') if isinstance(d, dict) else type(d)!r})")
+    model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])
+    model.load_state_dict(d["state_dict"], strict=True)
+    return model

@@ -1,0 +1,125 @@
+"""MoCo v3, with or without SDMP (arXiv 2104.02057; SDMP: arXiv 2206.07692, SDMP_SPEC §1.5, §2).
+
+Baseline: symmetric InfoNCE ``2T * (CE(q1, k2) + CE(q2, k1))`` with keys from the momentum encoder
+(backbone + projector) gathered over ranks, queries from the base encoder (backbone + projector +
+predictor). The momentum encoder is updated before the keys are computed (``ema_before_forward``).
+
+SDMP "replace" variant (the paper's headline setting): one coin per step (the shared stream, so every
+rank agrees) swaps the two views into (a, b); one op per step is drawn uniformly from ``sdmp.ops``
+(shared stream); lambda ~ Beta(alpha, alpha) per sample (local stream), the same lambda for both mixed
+views with independent box positions. The student sees a and mix(b); the momentum encoder sees a,
+mix(a) and b. Partners are paired inside each rank's local batch (row i with row B-1-i): images never
+cross ranks, only keys are gathered.
+
+SDMP "extra" variant (Table 9): four views; the full symmetric clean loss on views 1/2 plus the
+source and mix terms with weight 1 from mix(view 3) as query against clean and mixed view 4 as keys.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from sdmp_fast import dist
+from sdmp_fast.losses import infonce_loss, moco_sdmp_loss
+from sdmp_fast.mixing import mix, sample_lam
+from sdmp_fast.models.heads import build_mlp
+from sdmp_fast.registry import METHODS
+from sdmp_fast.views import Recipe, mocov3_recipe
+
+from .base import Method, StepRandom
+
+
+class _Encoder(nn.Module):
+    """Backbone followed by the projector (and, for the base encoder, the predictor)."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, predictor: nn.Module | None = None):
+        super().__init__()
+        self.backbone, self.projector = backbone, projector
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.projector(self.backbone(x))
+        return self.predictor(z) if self.predictor is not None else z
+
+
+@METHODS.register("mocov3", help="MoCo v3 (symmetric InfoNCE, momentum encoder); + SDMP with sdmp.enabled=true")
+class MoCoV3(Method):
+    ema_before_forward = True
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, proj_layers: int = 3, hidden_dim: int = 4096,
+                 out_dim: int = 256, pred_last_bn: bool = True, temperature: float = 0.2,
+                 sdmp: bool = False, variant: str = "replace", ops: tuple[str, ...] = ("mixup", "cutmix", "resizemix"),
+                 alpha: float = 1.0, weights: tuple[float, float, float] = (1.0, 0.5, 0.5)):
+        super().__init__()
+        projector = build_mlp(proj_layers, feat_dim, hidden_dim, out_dim, last_bn=True)
+        predictor = build_mlp(2, out_dim, hidden_dim, out_dim, last_bn=pred_last_bn)
+        self.student = _Encoder(backbone, projector, predictor)
+        self.teacher = _Encoder(copy.deepcopy(backbone), copy.deepcopy(projector))
+        self.teacher.requires_grad_(False)
+        self.temperature = temperature
+        self.sdmp, self.variant, self.ops, self.alpha, self.weights = sdmp, variant, tuple(ops), alpha, tuple(weights)
+
+    @classmethod
+    def from_config(cls, cfg, backbone: nn.Module) -> "MoCoV3":
+        m, s = cfg.method, cfg.sdmp
+        return cls(backbone, backbone.num_features, proj_layers=m.proj_layers, hidden_dim=m.hidden_dim,
+                   out_dim=m.out_dim, pred_last_bn=m.pred_last_bn, temperature=m.temperature,
+                   sdmp=s.enabled, variant=s.variant, ops=s.ops, alpha=s.alpha, weights=s.weights)
+
+    @staticmethod
+    def recipe(cfg) -> Recipe:
+        views = 4 if cfg.sdmp.enabled and cfg.sdmp.variant == "extra" else 2
+        return mocov3_recipe(cfg.data.image_size, cfg.data.crop_min, cfg.data.mean, cfg.data.std, num_views=views)
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters())
+
+    def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        t = list(self.teacher.backbone.parameters()) + list(self.teacher.projector.parameters())
+        s = list(self.student.backbone.parameters()) + list(self.student.projector.parameters())
+        return t, s
+
+    def export_backbone(self) -> nn.Module:
+        return self.student.backbone  # MoCo v3 evaluates the base encoder
+
+    @torch.no_grad()
+    def _keys(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        return [dist.all_gather_cat(self.teacher(x).float()) for x in xs]
+
+    def _mix_pair(self, x: torch.Tensor, y: torch.Tensor, rng: StepRandom):
+        """Mix two views of the same images with one op and one lambda per image (independent boxes)."""
+        op = self.ops[int(torch.randint(len(self.ops), (), generator=rng.shared))]
+        lam = sample_lam(x.shape[0], self.alpha, generator=rng.local, device=x.device)
+        x_mix, lam_x = mix(x, lam, op, generator=rng.local)
+        y_mix, lam_y = mix(y, lam, op, generator=rng.local)
+        return x_mix, lam_x, y_mix, lam_y
+
+    def forward(self, views: list[torch.Tensor], rng: StepRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        T, rank = self.temperature, dist.get_rank()
+        if not self.sdmp:
+            v1, v2 = views[0], views[1]
+            q1, q2 = self.student(v1), self.student(v2)
+            k1, k2 = self._keys(v1, v2)
+            loss = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
+            return loss, {"loss": loss.detach()}
+        if self.variant == "replace":
+            a, b = views[0], views[1]
+            if float(torch.rand((), generator=rng.shared)) < 0.5:  # shared coin: host generator, no device sync
+                a, b = b, a
+            b_mix, lam_q, a_mix, lam_k = self._mix_pair(b, a, rng)
+            q_a, q_bm = self.student(a), self.student(b_mix)
+            k_a, k_am, k_b = self._keys(a, a_mix, b)
+            out = moco_sdmp_loss(q_a, q_bm, k_a, k_am, k_b, lam_q, lam_k, T, rank=rank, weights=self.weights)
+            return out["loss"], {k: v.detach() for k, v in out.items()} | {"lam_eff": lam_q.mean()}
+        # "extra": clean symmetric loss on views 1/2, SDMP terms (weight 1) on mixed view 3 vs view 4
+        v1, v2, v3, v4 = views[:4]
+        v3_mix, lam_q, v4_mix, lam_k = self._mix_pair(v3, v4, rng)
+        q1, q2, q3m = self.student(v1), self.student(v2), self.student(v3_mix)
+        k1, k2, k4, k4m = self._keys(v1, v2, v4, v4_mix)
+        clean = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
+        out = moco_sdmp_loss(q1, q3m, k4, k4m, k2, lam_q, lam_k, T, rank=rank, weights=(0.0, 1.0, 1.0))
+        loss = clean + out["loss"]
+        return loss, {"loss": loss.detach(), "clean": clean.detach() / (4 * T), "source": out["source"].detach(),
+                      "mix": out["mix"].detach(), "lam_eff": lam_q.mean()}

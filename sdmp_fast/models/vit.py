@@ -1,0 +1,82 @@
+"""Vision Transformers from timm, in MoCo v3's form.
+
+MoCo v3 (An Empirical Study of Training Self-Supervised Vision Transformers, Chen et al. 2021,
+facebookresearch/moco-v3 vits.py) changes timm's ViT in three ways, reproduced here from its
+description: a fixed 2-D sin-cos position embedding (class-token slot zero), a random patch projection
+that is frozen ("stop-grad conv1"), and ViT-S/16 with 12 heads instead of DeiT's 6. Its
+initialisation (xavier-uniform linears, qkv treated as three separate matrices, uniform patch
+projection, tiny class token) is applied too. The timm model is reused, not copied; only parameters
+and init are changed, so the exported state dict loads into ``timm.create_model(name, **kwargs)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sdmp_fast.registry import BACKBONES
+
+from .common import BackboneSpec, create_timm
+
+
+def sincos_pos_embed(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos embedding ``[grid_h * grid_w, dim]`` (dim divisible by 4): sin/cos of w, then of h."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim % 4 == 0, got {dim}")
+    ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    out_w = xs.reshape(-1, 1) * omega
+    out_h = ys.reshape(-1, 1) * omega
+    return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1).float()
+
+
+def apply_mocov3_form(model: nn.Module) -> nn.Module:
+    """Fixed sin-cos position embedding, frozen random patch projection, MoCo v3 initialisation."""
+    gh, gw = model.patch_embed.grid_size
+    dim = model.embed_dim
+    with torch.no_grad():
+        pe = sincos_pos_embed(gh, gw, dim)
+        prefix = model.pos_embed.shape[1] - gh * gw  # 1 for the class token slot
+        model.pos_embed.copy_(torch.cat([torch.zeros(prefix, dim), pe])[None])
+    model.pos_embed.requires_grad_(False)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            if "qkv" in name:
+                # qkv holds three dim x dim matrices: bound from one of them, not the stacked shape
+                bound = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
+                nn.init.uniform_(m.weight, -bound, bound)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    if getattr(model, "cls_token", None) is not None:
+        nn.init.normal_(model.cls_token, std=1e-6)
+    proj = model.patch_embed.proj
+    bound = math.sqrt(6.0 / float(3 * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels))
+    nn.init.uniform_(proj.weight, -bound, bound)
+    nn.init.zeros_(proj.bias)
+    proj.weight.requires_grad_(False)
+    proj.bias.requires_grad_(False)
+    return model
+
+
+def _vit(timm_name: str, img_size: int, drop_path: float, **kw) -> nn.Module:
+    spec = BackboneSpec(timm_name, dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path, **kw))
+    return apply_mocov3_form(create_timm(spec))
+
+
+@BACKBONES.register("vit_tiny_p4", help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), MoCo v3 form; tests and the CPU default run")
+def vit_tiny_p4(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
+    return _vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
+
+
+@BACKBONES.register("vit_small", help="ViT-S/16, MoCo v3 form (12 heads, sin-cos pos-embed, frozen patch projection)")
+def vit_small(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
+    return _vit("vit_small_patch16_224", img_size, drop_path, num_heads=12)
+
+
+@BACKBONES.register("vit_base", help="ViT-B/16, MoCo v3 form (sin-cos pos-embed, frozen patch projection)")
+def vit_base(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
+    return _vit("vit_base_patch16_224", img_size, drop_path)

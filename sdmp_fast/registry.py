@@ -1,0 +1,79 @@
+"""One small registry class; its instances name every pluggable piece.
+
+Entries are either objects registered with the ``@REGISTRY.register("name")`` decorator next to
+their definition, or import strings (``"package.module:attr"``) for optional backends (DALI, FFCV,
+Triton), so importing ``sdmp_fast`` or ``loaders`` never imports them. Building a missing backend
+raises :class:`MissingBackend` with the install command.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+
+class MissingBackend(ImportError):
+    """An optional backend named in the config is not installed."""
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+        self._hints: dict[str, str] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, help: str = "") -> Callable[[Any], Any]:
+        """Decorator: ``@BACKBONES.register("vit_s16")`` above a builder function or class."""
+        def deco(obj: Any) -> Any:
+            self._add(name, obj, help or (obj.__doc__ or "").strip().split("\n")[0])
+            return obj
+        return deco
+
+    def register_lazy(self, name: str, target: str, help: str = "", install: str = "") -> None:
+        """Register ``"module:attr"``, imported on first :meth:`get`; ``install`` is the hint if that fails."""
+        if ":" not in target:
+            raise ValueError(f"lazy {self.kind} {name!r}: target must be 'module:attr', got {target!r}")
+        self._add(name, target, help)
+        if install:
+            self._hints[name] = install
+
+    def _add(self, name: str, obj: Any, help: str) -> None:
+        if name in self._entries:
+            raise KeyError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = obj
+        self._help[name] = help
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def describe(self) -> list[tuple[str, str]]:
+        return [(n, self._help.get(n, "")) for n in self.names()]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Any:
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
+        obj = self._entries[name]
+        if isinstance(obj, str):
+            module, attr = obj.split(":")
+            try:
+                mod = importlib.import_module(module)
+            except ImportError as e:
+                hint = self._hints.get(name, "")
+                raise MissingBackend(
+                    f"{self.kind} {name!r} needs a package that is not installed ({e})."
+                    + (f" Install it with: {hint}" if hint else "")) from e
+            obj = getattr(mod, attr)
+            self._entries[name] = obj
+        return obj
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
+
+
+BACKBONES = Registry("backbone")
+METHODS = Registry("method")
+LOADERS = Registry("loader")
+MIXERS = Registry("mixer")

@@ -1,0 +1,76 @@
+"""View recipes: what every loader must produce, as plain data.
+
+A recipe is a tuple of :class:`ViewSpec` (one per view, in Batch order) plus the normalisation.
+The ``torch`` reference loader, the DALI pipelines and the batched GPU augmentation all implement
+the same recipes, so their outputs follow one distribution.
+
+MoCo v3 two-view recipe (BYOL-asymmetric; MoCo v3 main_moco.py, SDMP_SPEC §4.1):
+RandomResizedCrop(size, scale=(crop_min, 1)) -> ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8 ->
+grayscale p=0.2 -> Gaussian blur (view 1: p=1.0, view 2: p=0.1) -> solarize (view 1: p=0, view 2:
+p=0.2) -> horizontal flip p=0.5 -> normalise.
+
+Decision: the blur sigma range (0.1, 2.0) is given in pixels of a 224 px view; for other view sizes
+it is scaled by size/224 so that a 32 px Fashion-MNIST view is blurred as much, relative to its size,
+as a 224 px ImageNet view (an unscaled sigma of 2 would erase a 32 px image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    size: int
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area fraction of the original image
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect ratio range
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    gray_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels, already scaled to this view's size
+    solarize_p: float = 0.0
+    solarize_threshold: int = 128  # on the uint8 scale
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
+    size: int
+    resize: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    views: tuple[ViewSpec, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(v.size for v in self.views)
+
+
+def _sigma(size: int) -> tuple[float, float]:
+    return (0.1 * size / 224, 2.0 * size / 224)
+
+
+def mocov3_recipe(size: int, crop_min: float, mean, std, num_views: int = 2) -> Recipe:
+    """MoCo v3's asymmetric two-view recipe; ``num_views=4`` repeats (view 1, view 2) for SDMP's 'extra' variant."""
+    scale = (crop_min, 1.0)
+    v1 = ViewSpec(size=size, scale=scale, blur_p=1.0, blur_sigma=_sigma(size), solarize_p=0.0)
+    v2 = ViewSpec(size=size, scale=scale, blur_p=0.1, blur_sigma=_sigma(size), solarize_p=0.2)
+    if num_views % 2:
+        raise ValueError(f"mocov3_recipe: num_views must be even, got {num_views}")
+    return Recipe("mocov3", (v1, v2) * (num_views // 2), tuple(mean), tuple(std))
+
+
+def eval_spec(size: int) -> EvalSpec:
+    """Resize 256 / centre crop 224, scaled to ``size``.
+
+    Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
+    objects fill those images and a 224/256 centre crop would cut them.
+    """
+    resize = size if size < 64 else int(round(size * 256 / 224))
+    return EvalSpec(size=size, resize=resize)
