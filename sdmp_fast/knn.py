@@ -49,9 +49,10 @@ def knn_classify(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    ks = tuple(k for k in ks if k <= scores.shape[1])
     pred = scores.topk(max(ks), dim=1).indices
     hit = pred == labels[:, None]
-    return {f"top{k}": 100.0 * float(hit[:, :k].any(1).float().mean()) for k in ks if k <= scores.shape[1]}
+    return {f"top{k}": 100.0 * float(hit[:, :k].any(1).float().mean()) for k in ks}
 
 
 def knn_accuracy(backbone: nn.Module, bank_batches: Iterable, query_batches: Iterable, num_classes: int,
