@@ -11,9 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from sdmp_fast.datasets import write_jpeg_folder
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/distributed.py and friends
 
@@ -46,20 +47,7 @@ def _isolated_cache(session_cache, monkeypatch):
     monkeypatch.setenv("SDMP_CACHE", str(session_cache))
 
 
-def write_image_folder(root: Path, classes: int = 3, per_class: int = 12, sizes=((48, 40), (64, 52), (40, 64)), seed: int = 0) -> Path:
-    """An ImageNet-style folder of textured RGB JPEGs with varied sizes and aspect ratios."""
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        d = root / f"class_{c}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            w, h = sizes[(c + i) % len(sizes)]
-            yy, xx = np.mgrid[0:h, 0:w]
-            base = np.stack([(xx * (3 + c) + yy * 2) % 256, (yy * (5 + i % 3)) % 256, (xx + yy) * (c + 1) % 256], -1)
-            img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(d / f"img_{i:03d}.jpg", quality=90)
-    return root
+write_image_folder = write_jpeg_folder  # one generator for tests and benchmarks
 
 
 @pytest.fixture(scope="session")

@@ -96,11 +96,11 @@ def test_scan_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match=r"no class sub-folders.*a\.jpg"):
         scan_folder(flat)
     root = write_image_folder(tmp_path / "r", classes=2, per_class=2)
-    (root / "class_9").mkdir()
-    with pytest.raises(DataError, match="class folder\\(s\\) without images: .*class_9"):
+    (root / "class_009").mkdir()
+    with pytest.raises(DataError, match="class folder\\(s\\) without images: .*class_009"):
         scan_folder(root)
-    (root / "class_9").rmdir()
-    (root / "class_0" / "notes.txt").write_text("hello")
+    (root / "class_009").rmdir()
+    (root / "class_000" / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match="not images: .*notes.txt.*data.skip_corrupt=true"):
         scan_folder(root)
     split, skipped = scan_folder(root, skip_corrupt=True)
@@ -109,14 +109,14 @@ def test_scan_errors_name_the_problem(tmp_path):
 
 def test_verify_lists_corrupt_images_or_skips_them(tmp_path):
     root = write_image_folder(tmp_path / "r", classes=2, per_class=3)
-    good = (root / "class_0" / "img_000.jpg").read_bytes()
-    (root / "class_0" / "img_001.jpg").write_bytes(good[: len(good) // 2])  # truncated
-    (root / "class_1" / "img_002.jpg").write_bytes(b"not a jpeg at all")
+    good = (root / "class_000" / "img_0000.jpg").read_bytes()
+    (root / "class_000" / "img_0001.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (root / "class_001" / "img_0002.jpg").write_bytes(b"not a jpeg at all")
     split, _ = scan_folder(root)
     with pytest.raises(DataError) as e:
         verify_images(split, str(tmp_path / "c"), progress=False)
     msg = str(e.value)
-    assert "2 unreadable image(s)" in msg and "img_001.jpg" in msg and "img_002.jpg" in msg and "skip_corrupt" in msg
+    assert "2 unreadable image(s)" in msg and "img_0001.jpg" in msg and "img_0002.jpg" in msg and "skip_corrupt" in msg
     kept, failed = verify_images(split, str(tmp_path / "c"), skip_corrupt=True, progress=False)
     assert len(kept) == 4 and len(failed) == 2
     # cached: the second call does not decode again, and still reports
@@ -124,7 +124,7 @@ def test_verify_lists_corrupt_images_or_skips_them(tmp_path):
         verify_images(split, str(tmp_path / "c"), progress=False)
     # small images are not an error
     from PIL import Image
-    Image.new("RGB", (3, 2)).save(root / "class_0" / "tiny.png")
+    Image.new("RGB", (3, 2)).save(root / "class_000" / "tiny.png")
     split, _ = scan_folder(root, skip_corrupt=True)
     _, failed = verify_images(split, str(tmp_path / "c2"), skip_corrupt=True, progress=False)
     assert len(failed) == 2

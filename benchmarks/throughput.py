@@ -1,0 +1,199 @@
+"""Throughput benchmarks: the one entry point.
+
+    python benchmarks/throughput.py [--only loaders,mixing,step] [--device auto|cpu|cuda] [--json PATH]
+
+* ``loaders``: images/s of each available loader for the MoCo v3 two-view recipe (224 px), on a
+  generated ImageNet-like JPEG set (about 500x375, quality 90, textured) or on ``--data``.
+* ``mixing``: batched ``sdmp_fast.mixing.mix`` against a per-sample loop in the official code's style
+  (per-sample box, F.interpolate per sample, a host round-trip per sample), and against ``x.clone()``.
+* ``step``: MoCo v3 training-step time with and without SDMP on synthetic views (compute only), and
+  their ratio.
+
+Results are printed and written as JSON with the environment record (machine, versions, commit).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.timing import env_record, sync, time_fn, write_json  # noqa: E402
+
+SECTIONS = ("loaders", "mixing", "step")
+
+
+# ----------------------------------------------------------------------------- loaders
+
+def bench_loaders(device: torch.device, data: str | None, images: int, batch: int, workers: int, size: int) -> list[dict]:
+    import loaders  # noqa: F401
+    from sdmp_fast.config import load_config
+    from sdmp_fast.datasets import scan_folder, write_jpeg_folder
+    from sdmp_fast.registry import LOADERS
+    from sdmp_fast.views import mocov3_recipe
+    cfg = load_config(overrides={"data.batch_size": batch, "data.num_workers": workers, "data.image_size": size})
+    recipe = mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std)
+    tmp = None
+    if data is None:
+        tmp = tempfile.TemporaryDirectory()
+        per_class = max(1, images // 8)
+        root = write_jpeg_folder(Path(tmp.name), classes=8, per_class=per_class,
+                                 sizes=((500, 375), (375, 500), (500, 333), (480, 360)), quality=90)
+        source = f"generated: {8 * per_class} JPEGs ~500x375 q90"
+    else:
+        root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
+        source = str(root)
+    split, _ = scan_folder(root)
+    rows = []
+    for name in ("synthetic", "torch"):
+        kwargs = {} if name == "synthetic" else {"split": split}
+        ld = LOADERS.build(name, cfg, recipe, rank=0, world=1, device=device, **kwargs)
+        ld.set_epoch(0)
+        it = iter(ld)
+        next(it)  # start-up (worker spawn, first decode) is not throughput
+        sync(device)
+        t, n = time.perf_counter(), 0
+        for b in it:
+            n += b.size
+        sync(device)
+        secs = time.perf_counter() - t
+        rows.append({"loader": name, "recipe": "mocov3 two-view", "size": size, "batch": batch, "workers": workers,
+                     "images": n, "seconds": round(secs, 3), "images_per_s": round(n / max(secs, 1e-9), 1),
+                     "source": "random tensors on device" if name == "synthetic" else source})
+        del it, ld
+    if tmp is not None:
+        tmp.cleanup()
+    return rows
+
+
+# ----------------------------------------------------------------------------- mixing
+
+def loop_mix_reference(x: torch.Tensor, lam: torch.Tensor, op: str) -> torch.Tensor:
+    """The official code's style: one Python iteration per sample, a host read of lambda per sample."""
+    B, _, H, W = x.shape
+    out = x.clone()
+    for i in range(B):
+        li = float(lam[i].cpu())  # host round-trip per sample, as datamixing() does
+        j = B - 1 - i
+        if op == "mixup":
+            out[i] = li * x[i] + (1 - li) * x[j]
+            continue
+        if op == "resizemix":
+            li = 0.8 * li + 0.1
+        h, w = int(H * (1 - li) ** 0.5), int(W * (1 - li) ** 0.5)
+        if h == 0 or w == 0:
+            continue
+        top, left = random.randint(0, H - h), random.randint(0, W - w)
+        if op == "cutmix":
+            out[i, :, top:top + h, left:left + w] = x[j, :, top:top + h, left:left + w]
+        else:
+            out[i, :, top:top + h, left:left + w] = F.interpolate(x[j:j + 1], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return out
+
+
+def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> list[dict]:
+    from sdmp_fast.mixing import mix
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    lam = torch.rand(batch, device=device, generator=g)
+    clone = time_fn(lambda: x.clone(), device, warmup=1, iters=iters)["median_s"]
+    rows = []
+    for op in ("mixup", "cutmix", "resizemix"):
+        t_fast = time_fn(lambda: mix(x, lam, op, generator=g), device, warmup=1, iters=iters)["median_s"]
+        t_loop = time_fn(lambda: loop_mix_reference(x, lam, op), device, warmup=1, iters=max(2, iters // 2))["median_s"]
+        rows.append({"op": op, "batch": batch, "size": size, "mix_ms": round(1e3 * t_fast, 2), "loop_ms": round(1e3 * t_loop, 2),
+                     "clone_ms": round(1e3 * clone, 2), "mix_images_per_s": round(batch / t_fast, 1),
+                     "loop_images_per_s": round(batch / t_loop, 1), "speedup_vs_loop": round(t_loop / t_fast, 2),
+                     "mix_over_clone": round(t_fast / clone, 2),
+                     "gb_per_s": round(2 * x.numel() * x.element_size() / t_fast / 1e9, 1)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- step
+
+def bench_step(device: torch.device, backbone: str, size: int, batch: int, iters: int, hidden: int) -> list[dict]:
+    import loaders  # noqa: F401
+    from sdmp_fast.config import load_config, resolve
+    from sdmp_fast.engine.trainer import Trainer
+    from sdmp_fast.methods import build_method
+    from sdmp_fast.methods.base import method_recipe
+    from sdmp_fast.models import build_backbone
+    from sdmp_fast.registry import LOADERS
+    rows = []
+    for sdmp in (False, True):
+        cfg = load_config(overrides={"model.backbone": backbone, "data.image_size": size, "data.batch_size": batch,
+                                     "sdmp.enabled": sdmp, "method.hidden_dim": hidden, "run.max_steps": 10_000})
+        torch.manual_seed(0)
+        method = build_method(cfg, build_backbone(cfg)).to(device).to(memory_format=torch.channels_last)
+        ld = LOADERS.build("synthetic", cfg, method_recipe(cfg), rank=0, world=1, device=device)
+        res = resolve(cfg, ld.num_samples)
+        trainer = Trainer(cfg, res, method, ld, device, Path(tempfile.gettempdir()))
+        views = next(iter(ld)).views
+        trainer.step = res.warmup_steps + 1  # past the warm-up: lr > 0
+
+        def one():
+            trainer.step = res.warmup_steps + 1
+            trainer.train_step(views)
+        t = time_fn(one, device, warmup=2, iters=iters)["median_s"]
+        rows.append({"method": "mocov3" + ("+sdmp" if sdmp else ""), "backbone": backbone, "size": size, "batch": batch,
+                     "precision": str(trainer.dtype).replace("torch.", ""), "step_ms": round(1e3 * t, 1),
+                     "images_per_s": round(batch / t, 1)})
+    rows.append({"ratio_sdmp_over_plain": round(rows[1]["step_ms"] / rows[0]["step_ms"], 3)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default=None, help="ImageNet-style folder for the loader benchmark (default: generated)")
+    p.add_argument("--images", type=int, default=320, help="generated JPEGs for the loader benchmark")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    p.add_argument("--json", default=None, help="write results here (default: benchmarks/results/throughput-<device>.json)")
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        p.error(f"--only: unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
+    gpu = device.type == "cuda"
+    out = {"env": env_record(device), "results": {}}
+    print(json.dumps(out["env"]))
+    if "loaders" in only:
+        size, batch = (64, 16) if args.quick else (224, 32)
+        out["results"]["loaders"] = bench_loaders(device, args.data, 64 if args.quick else args.images, batch, args.workers, size)
+    if "mixing" in only:
+        batch, size = (16, 64) if args.quick else (256, 224)
+        out["results"]["mixing"] = bench_mixing(device, batch, size, iters=3 if args.quick else (20 if gpu else 5))
+    if "step" in only:
+        out["results"]["step"] = []
+        if args.quick:
+            out["results"]["step"] += bench_step(device, "vit_tiny_p4", 32, 16, 3, 256)
+        else:
+            out["results"]["step"] += bench_step(device, "vit_tiny_p4", 32, 64, 5, 1024)
+            if gpu:
+                out["results"]["step"] += bench_step(device, "vit_small", 224, 128, 10, 4096)
+    for section, rows in out["results"].items():
+        print(f"== {section}")
+        for r in rows:
+            print("  " + json.dumps(r))
+    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"throughput-{device.type}.json"
+    write_json(path, out)
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
