@@ -1,0 +1,93 @@
+"""In-process CLI runs of python -m sdmp_fast.pretrain (main(argv)): 2-step runs, resume, errors."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdmp_fast.engine import checkpoint as ckpt
+from sdmp_fast.export import load_backbone
+from sdmp_fast.pretrain import main, run
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def _args(data, out, *extra):
+    return ["--config", SMOKE, "--data", str(data), "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("extra", [
+    ["sdmp.enabled=false"],
+    ["sdmp.enabled=true"],
+    ["sdmp.enabled=true", "sdmp.variant=extra", "sdmp.ops=resizemix"],
+    ["--config", str(ROOT / "configs" / "mocov3_sdmp_r50.yaml"), "--config", SMOKE, "data.image_size=32"],
+], ids=["mocov3", "mocov3_sdmp", "mocov3_sdmp_extra", "r50_sdmp"])
+def test_two_step_runs(image_folder, tmp_path, extra):
+    if extra[0] == "--config":  # R50: its recipe, then the smoke sizes (argparse keeps the last --config)
+        cfg_args = ["--config", extra[1], "data.batch_size=8", "data.num_workers=0", "method.hidden_dim=64",
+                    "method.out_dim=32", "run.max_steps=2", "run.log_every=1", "run.knn=false", "data.image_size=32",
+                    "--data", str(image_folder), "--out", str(tmp_path / "run")]
+        summary = run(cfg_args, progress=False)
+    else:
+        summary = run(_args(image_folder, tmp_path / "run", *extra), progress=False)
+    assert summary["steps"] == 2
+    out = Path(summary["out_dir"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all(r["loss"] == r["loss"] for r in lines)
+    assert (out / "config.yaml").is_file() and ckpt.list_checkpoints(out)
+    model = load_backbone(out / "backbone.pt")
+    assert model(torch.randn(2, 3, 32, 32)).shape[0] == 2
+
+
+def test_default_data_and_knn_report(image_folder, tmp_path):
+    summary = run(_args(image_folder, tmp_path / "k", "run.knn=true", "run.knn_bank=24", "run.knn_k=5"), progress=False)
+    knn = json.loads((tmp_path / "k" / "knn.json").read_text())
+    assert knn == summary["knn"]
+    assert knn["bank"] == 24 and knn["queries"] == 12 and "val" in knn["query_set"]
+    for arm in ("trained", "random_init"):
+        assert 0 <= knn[arm]["top1"] <= 100
+
+
+def test_resume_is_exact(image_folder, tmp_path):
+    """stop after 3 steps, resume: the parameters after 6 steps equal those of an uninterrupted run."""
+    common = ["run.max_steps=6", "run.knn=false"]  # 36 images / batch 8 = 4 steps per epoch: crosses an epoch end
+    run(_args(image_folder, tmp_path / "full", *common), progress=False)
+    s1 = run(_args(image_folder, tmp_path / "part", *common, "run.stop_after=3"), progress=False)
+    assert s1["steps"] == 3 and "export" not in s1
+    s2 = run(_args(image_folder, tmp_path / "part", *common, "--resume", "auto"), progress=False)
+    assert s2["steps"] == 6
+    full = ckpt.load(ckpt.latest_checkpoint(tmp_path / "full"))
+    part = ckpt.load(ckpt.latest_checkpoint(tmp_path / "part"))
+    assert full["step"] == part["step"] == 6
+    for k, v in full["method"].items():
+        assert torch.equal(v, part["method"][k]), k
+    # and a resumed-from-scratch attempt on a run directory with checkpoints is refused, nothing touched
+    before = sorted(p.name for p in ckpt.list_checkpoints(tmp_path / "part"))
+    assert main(_args(image_folder, tmp_path / "part", *common)) == 2
+    assert sorted(p.name for p in ckpt.list_checkpoints(tmp_path / "part")) == before
+
+
+def test_print_config(capsys):
+    assert main(["--print-config", "--loader", "synthetic", "optim.lr=0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "loader: synthetic" in out and "lr: 0.01" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/no/such/folder"], "data.path '/no/such/folder' does not exist"),
+    (["optim.lrr=1"], "unknown key 'optim.lrr'"),
+    (["--loader", "nope"], "data.loader = 'nope': choose one of"),
+    (["model.backbone=vit_huge"], "model.backbone = 'vit_huge': choose one of"),
+    (["data.batch_size=abc"], "data.batch_size: expected an integer"),
+])
+def test_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_synthetic_loader_run(tmp_path):
+    summary = run(["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "s")], progress=False)
+    assert summary["steps"] == 2 and "knn" not in summary
