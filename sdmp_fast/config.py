@@ -58,7 +58,7 @@ class MethodConfig:
     momentum: float = field(default=0.99, metadata={"help": "momentum-encoder EMA coefficient at step 0"})
     momentum_final: float = field(default=1.0, metadata={"help": "EMA coefficient at the last step (half-cosine from momentum)"})
     proj_layers: int = field(default=3, metadata={"help": "projector depth (MoCo v3: 3 for ViT, 2 for ResNet-50)"})
-    hidden_dim: int = field(default=4096, metadata={"help": "hidden width of projector and predictor"})
+    hidden_dim: int = field(default=1024, metadata={"help": "hidden width of projector and predictor"})
     out_dim: int = field(default=256, metadata={"help": "output dimension of projector and predictor"})
     pred_last_bn: bool = field(default=True, metadata={"help": "affine-free BatchNorm at the end of the predictor (MoCo v3: True for ViT, False for ResNet)"})
 

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"alias of {ALIASES['--out']}")
     p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in run.out_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dump-views", type=int, default=0, metavar="N",
+                   help="write RUN_DIR/views.png: views a, b, b_mix, a_mix of N samples with lambda_eff (SDMP runs)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.lr=1e-3")
     return p
 
@@ -200,6 +202,16 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
               f"{res.total_steps} steps x {cfg.data.batch_size} images, device {device}, world {world}", file=sys.stderr)
 
     trainer = Trainer(cfg, res, method, loader, device, out_dir)
+    if args.dump_views and dist.is_main():
+        if not cfg.sdmp.enabled:
+            raise ConfigError("--dump-views shows SDMP's mixed views: enable sdmp (sdmp.enabled=true)")
+        from sdmp_fast.methods.base import StepRandom
+        from sdmp_fast.viz import dump_sdmp_views
+        loader.set_epoch(0)
+        first = next(iter(loader))
+        path = dump_sdmp_views(method, first, StepRandom.create(cfg.run.seed + 1, rank, device), cfg.data.mean,
+                               cfg.data.std, out_dir / "views.png", args.dump_views)
+        print(f"[run] wrote {path}", file=sys.stderr)
     if resume_path is not None:
         trainer.load_state_dict(ckpt.load(resume_path))
         if dist.is_main():

@@ -91,3 +91,11 @@ def test_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
 def test_synthetic_loader_run(tmp_path):
     summary = run(["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "s")], progress=False)
     assert summary["steps"] == 2 and "knn" not in summary
+
+
+def test_dump_views_writes_a_png_grid(image_folder, tmp_path):
+    from PIL import Image
+    run(_args(image_folder, tmp_path / "v", "--dump-views", "4", "run.max_steps=1"), progress=False)
+    img = Image.open(tmp_path / "v" / "views.png")
+    assert img.size[0] > 4 * 32 and img.size[1] > 4 * 32
+    assert main(_args(image_folder, tmp_path / "w", "--dump-views", "4", "sdmp.enabled=false")) == 2

@@ -94,7 +94,22 @@ class MoCoV3(Method):
         lam = sample_lam(x.shape[0], self.alpha, generator=rng.local, device=x.device)
         x_mix, lam_x = mix(x, lam, op, generator=rng.local)
         y_mix, lam_y = mix(y, lam, op, generator=rng.local)
-        return x_mix, lam_x, y_mix, lam_y
+        return x_mix, lam_x, y_mix, lam_y, op
+
+    def sdmp_views(self, views: list[torch.Tensor], rng: StepRandom) -> dict:
+        """The views of one SDMP step: {"a", "b", "b_mix", "a_mix", "lam_q", "lam_k", "op"}.
+
+        Replace variant: (a, b) are views (1, 2) or, after the shared coin, (2, 1). Extra variant: b is
+        view 3 (mixed for the query) and a is view 4 (keys: clean and mixed).
+        """
+        if self.variant == "replace":
+            a, b = views[0], views[1]
+            if float(torch.rand((), generator=rng.shared)) < 0.5:  # shared coin: host generator, no device sync
+                a, b = b, a
+        else:
+            b, a = views[2], views[3]
+        b_mix, lam_q, a_mix, lam_k, op = self._mix_pair(b, a, rng)
+        return {"a": a, "b": b, "b_mix": b_mix, "a_mix": a_mix, "lam_q": lam_q, "lam_k": lam_k, "op": op}
 
     def forward(self, views: list[torch.Tensor], rng: StepRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         T, rank = self.temperature, dist.get_rank()
@@ -104,22 +119,18 @@ class MoCoV3(Method):
             k1, k2 = self._keys(v1, v2)
             loss = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
             return loss, {"loss": loss.detach()}
+        mv = self.sdmp_views(views, rng)
         if self.variant == "replace":
-            a, b = views[0], views[1]
-            if float(torch.rand((), generator=rng.shared)) < 0.5:  # shared coin: host generator, no device sync
-                a, b = b, a
-            b_mix, lam_q, a_mix, lam_k = self._mix_pair(b, a, rng)
-            q_a, q_bm = self.student(a), self.student(b_mix)
-            k_a, k_am, k_b = self._keys(a, a_mix, b)
-            out = moco_sdmp_loss(q_a, q_bm, k_a, k_am, k_b, lam_q, lam_k, T, rank=rank, weights=self.weights)
-            return out["loss"], {k: v.detach() for k, v in out.items()} | {"lam_eff": lam_q.mean()}
-        # "extra": clean symmetric loss on views 1/2, SDMP terms (weight 1) on mixed view 3 vs view 4
-        v1, v2, v3, v4 = views[:4]
-        v3_mix, lam_q, v4_mix, lam_k = self._mix_pair(v3, v4, rng)
-        q1, q2, q3m = self.student(v1), self.student(v2), self.student(v3_mix)
-        k1, k2, k4, k4m = self._keys(v1, v2, v4, v4_mix)
+            q_a, q_bm = self.student(mv["a"]), self.student(mv["b_mix"])
+            k_a, k_am, k_b = self._keys(mv["a"], mv["a_mix"], mv["b"])
+            out = moco_sdmp_loss(q_a, q_bm, k_a, k_am, k_b, mv["lam_q"], mv["lam_k"], T, rank=rank, weights=self.weights)
+            return out["loss"], {k: v.detach() for k, v in out.items()} | {"lam_eff": mv["lam_q"].mean()}
+        # "extra": clean symmetric loss on views 1/2, SDMP terms (weight 1) on mix(view 3) vs view 4 and mix(view 4)
+        v1, v2 = views[0], views[1]
+        q1, q2, q3m = self.student(v1), self.student(v2), self.student(mv["b_mix"])
+        k1, k2, k4, k4m = self._keys(v1, v2, mv["a"], mv["a_mix"])
         clean = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
-        out = moco_sdmp_loss(q1, q3m, k4, k4m, k2, lam_q, lam_k, T, rank=rank, weights=(0.0, 1.0, 1.0))
+        out = moco_sdmp_loss(q1, q3m, k4, k4m, k2, mv["lam_q"], mv["lam_k"], T, rank=rank, weights=(0.0, 1.0, 1.0))
         loss = clean + out["loss"]
         return loss, {"loss": loss.detach(), "clean": clean.detach() / (4 * T), "source": out["source"].detach(),
-                      "mix": out["mix"].detach(), "lam_eff": lam_q.mean()}
+                      "mix": out["mix"].detach(), "lam_eff": mv["lam_q"].mean()}
