@@ -6,8 +6,10 @@
   generated ImageNet-like JPEG set (about 500x375, quality 90, textured) or on ``--data``.
 * ``mixing``: batched ``sdmp_fast.mixing.mix`` against a per-sample loop in the official code's style
   (per-sample box, F.interpolate per sample, a host round-trip per sample), and against ``x.clone()``.
-* ``step``: MoCo v3 training-step time with and without SDMP on synthetic views (compute only), and
-  their ratio.
+* ``step``: training-step time of each method (MoCo v3; DINO with the same multi-crop views) with and
+  without SDMP on synthetic views (compute only), and the ratio SDMP / plain per method. SDMP adds one
+  momentum-encoder forward for MoCo v3 and one teacher forward on B global images for DINO; the
+  student cost is unchanged.
 
 Results are printed and written as JSON with the environment record (machine, versions, commit).
 """
@@ -119,7 +121,9 @@ def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> lis
 
 # ----------------------------------------------------------------------------- step
 
-def bench_step(device: torch.device, backbone: str, size: int, batch: int, iters: int, hidden: int) -> list[dict]:
+def bench_step(device: torch.device, method: str, backbone: str, size: int, batch: int, iters: int,
+               overrides: dict | None = None) -> list[dict]:
+    """Median step time of ``method`` without and with SDMP (same views), and their ratio."""
     import loaders  # noqa: F401
     from sdmp_fast.config import load_config, resolve
     from sdmp_fast.engine.trainer import Trainer
@@ -129,13 +133,15 @@ def bench_step(device: torch.device, backbone: str, size: int, batch: int, iters
     from sdmp_fast.registry import LOADERS
     rows = []
     for sdmp in (False, True):
-        cfg = load_config(overrides={"model.backbone": backbone, "data.image_size": size, "data.batch_size": batch,
-                                     "sdmp.enabled": sdmp, "method.hidden_dim": hidden, "run.max_steps": 10_000})
+        cfg = load_config(overrides={"method.name": method, "model.backbone": backbone, "data.image_size": size,
+                                     "data.batch_size": batch, "sdmp.enabled": sdmp, "run.max_steps": 10_000,
+                                     **(overrides or {})})
         torch.manual_seed(0)
-        method = build_method(cfg, build_backbone(cfg)).to(device).to(memory_format=torch.channels_last)
-        ld = LOADERS.build("synthetic", cfg, method_recipe(cfg), rank=0, world=1, device=device)
+        model = build_method(cfg, build_backbone(cfg)).to(device).to(memory_format=torch.channels_last)
+        recipe = method_recipe(cfg)
+        ld = LOADERS.build("synthetic", cfg, recipe, rank=0, world=1, device=device)
         res = resolve(cfg, ld.num_samples)
-        trainer = Trainer(cfg, res, method, ld, device, Path(tempfile.gettempdir()))
+        trainer = Trainer(cfg, res, model, ld, device, Path(tempfile.gettempdir()))
         views = next(iter(ld)).views
         trainer.step = res.warmup_steps + 1  # past the warm-up: lr > 0
 
@@ -143,11 +149,21 @@ def bench_step(device: torch.device, backbone: str, size: int, batch: int, iters
             trainer.step = res.warmup_steps + 1
             trainer.train_step(views)
         t = time_fn(one, device, warmup=2, iters=iters)["median_s"]
-        rows.append({"method": "mocov3" + ("+sdmp" if sdmp else ""), "backbone": backbone, "size": size, "batch": batch,
-                     "precision": str(trainer.dtype).replace("torch.", ""), "step_ms": round(1e3 * t, 1),
+        rows.append({"method": method + ("+sdmp" if sdmp else ""), "backbone": backbone, "views": list(recipe.sizes),
+                     "batch": batch, "precision": str(trainer.dtype).replace("torch.", ""), "step_ms": round(1e3 * t, 1),
                      "images_per_s": round(batch / t, 1)})
-    rows.append({"ratio_sdmp_over_plain": round(rows[1]["step_ms"] / rows[0]["step_ms"], 3)})
+    rows.append({"method": method, "ratio_sdmp_over_plain": round(rows[1]["step_ms"] / rows[0]["step_ms"], 3)})
     return rows
+
+
+# DINO arms: the Fashion-MNIST CPU configuration (2 x 32 px + 4 x 16 px, small head) and DINO's ImageNet shape.
+DINO_CPU = {"data.local_crops": 4, "data.local_size": 16, "method.dino_out_dim": 4096, "method.dino_hidden_dim": 512,
+            "method.dino_bottleneck_dim": 128, "optim.clip_grad": 3.0, "optim.clip_mode": "per_param",
+            "optim.weight_decay_end": 0.4}
+DINO_QUICK = dict(DINO_CPU, **{"data.local_crops": 2, "method.dino_out_dim": 256, "method.dino_hidden_dim": 64,
+                               "method.dino_bottleneck_dim": 32})
+DINO_GPU = dict(DINO_CPU, **{"data.local_crops": 8, "data.local_size": 96, "method.dino_out_dim": 65536,
+                             "method.dino_hidden_dim": 2048, "method.dino_bottleneck_dim": 256})
 
 
 # ----------------------------------------------------------------------------- main
@@ -180,11 +196,14 @@ def main(argv: list[str] | None = None) -> dict:
     if "step" in only:
         out["results"]["step"] = []
         if args.quick:
-            out["results"]["step"] += bench_step(device, "vit_tiny_p4", 32, 16, 3, 256)
+            out["results"]["step"] += bench_step(device, "mocov3", "vit_tiny_p4", 32, 16, 3, {"method.hidden_dim": 256})
+            out["results"]["step"] += bench_step(device, "dino", "vit_tiny_p4_dino", 32, 16, 3, DINO_QUICK)
         else:
-            out["results"]["step"] += bench_step(device, "vit_tiny_p4", 32, 64, 5, 1024)
+            out["results"]["step"] += bench_step(device, "mocov3", "vit_tiny_p4", 32, 64, 5, {"method.hidden_dim": 1024})
+            out["results"]["step"] += bench_step(device, "dino", "vit_tiny_p4_dino", 32, 64, 5, DINO_CPU)
             if gpu:
-                out["results"]["step"] += bench_step(device, "vit_small", 224, 128, 10, 4096)
+                out["results"]["step"] += bench_step(device, "mocov3", "vit_small", 224, 128, 10, {"method.hidden_dim": 4096})
+                out["results"]["step"] += bench_step(device, "dino", "vit_small_dino", 224, 64, 10, DINO_GPU)
     for section, rows in out["results"].items():
         print(f"== {section}")
         for r in rows:

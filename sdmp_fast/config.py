@@ -42,6 +42,10 @@ class DataConfig:
     skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406), metadata={"help": "per-channel normalisation mean (on the 0..1 scale)"})
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225), metadata={"help": "per-channel normalisation std (on the 0..1 scale)"})
+    global_scale: tuple[float, float] = field(default=(0.4, 1.0), metadata={"help": "DINO: RandomResizedCrop area fraction range of the two global views (MoCo v3 uses crop_min instead)"})
+    local_crops: int = field(default=8, metadata={"help": "DINO: local views per image (multi-crop L; DINO + SDMP mixes locals L//2 ... L-1); MoCo v3 ignores it"})
+    local_size: int = field(default=16, metadata={"help": "DINO: side of the local views in pixels (96 for 224 px global views; 16 for the 32 px default)"})
+    local_scale: tuple[float, float] = field(default=(0.05, 0.4), metadata={"help": "DINO: RandomResizedCrop area fraction range of the local views"})
 
 
 @dataclass(frozen=True)
@@ -55,22 +59,34 @@ class ModelConfig:
 class MethodConfig:
     name: str = field(default="mocov3", metadata={"help": "self-supervised method (see --help for the registered ones)"})
     temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature T (MoCo v3: 0.2 ViT, 1.0 ResNet-50); the loss is scaled by 2T"})
-    momentum: float = field(default=0.99, metadata={"help": "momentum-encoder EMA coefficient at step 0"})
+    momentum: float = field(default=0.99, metadata={"help": "momentum-encoder / teacher EMA coefficient at step 0 (MoCo v3 ViT: 0.99; DINO: 0.996)"})
     momentum_final: float = field(default=1.0, metadata={"help": "EMA coefficient at the last step (half-cosine from momentum)"})
     proj_layers: int = field(default=3, metadata={"help": "projector depth (MoCo v3: 3 for ViT, 2 for ResNet-50)"})
     hidden_dim: int = field(default=1024, metadata={"help": "hidden width of projector and predictor"})
     out_dim: int = field(default=256, metadata={"help": "output dimension of projector and predictor"})
     pred_last_bn: bool = field(default=True, metadata={"help": "affine-free BatchNorm at the end of the predictor (MoCo v3: True for ViT, False for ResNet)"})
+    dino_out_dim: int = field(default=65536, metadata={"help": "DINO: head output dimension K (softmax over K prototypes)"})
+    dino_hidden_dim: int = field(default=2048, metadata={"help": "DINO: hidden width of the head's 3-layer MLP"})
+    dino_bottleneck_dim: int = field(default=256, metadata={"help": "DINO: bottleneck width (L2-normalised) before the weight-normalised last layer"})
+    norm_last_layer: bool = field(default=True, metadata={"help": "DINO: fix the weight-norm gain g of the last layer to 1 (DINO: true for stability; false for the ViT-S 300-epoch recipe)"})
+    student_temp: float = field(default=0.1, metadata={"help": "DINO: student softmax temperature"})
+    teacher_temp: float = field(default=0.07, metadata={"help": "DINO: teacher softmax temperature after the warm-up (DINO: above 0.07 is unstable; 0.04 for short runs)"})
+    warmup_teacher_temp: float = field(default=0.04, metadata={"help": "DINO: teacher temperature at step 0 (linear per-step warm-up to teacher_temp)"})
+    warmup_teacher_temp_epochs: float = field(default=30.0, metadata={"help": "DINO: length of the teacher-temperature warm-up in epochs (fractions allowed; 0 = teacher_temp from the start)"})
+    center_momentum: float = field(default=0.9, metadata={"help": "DINO: EMA coefficient of the centre subtracted from the teacher outputs (per step)"})
+    freeze_last_layer: float = field(default=1.0, metadata={"help": "DINO: the head's last layer gets no update (no gradient, no weight decay) during the first N epochs (fractions allowed)"})
 
 
 @dataclass(frozen=True)
 class SDMPConfig:
     enabled: bool = field(default=True, metadata={"help": "add SDMP's mixed views and losses"})
-    variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view) or 'extra' (two extra views)", **_choices("replace", "extra")})
+    variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view; DINO: half of the local views) or 'extra' (two extra views; MoCo v3 only)", **_choices("replace", "extra")})
     ops: tuple[str, ...] = field(default=("mixup", "cutmix", "resizemix"), metadata={"help": "mixing ops; one is drawn uniformly per step (shared by all ranks)"})
     alpha: float = field(default=1.0, metadata={"help": "lambda ~ Beta(alpha, alpha) per sample"})
     impl: str = field(default="torch", metadata={"help": "mixing implementation", **_choices("torch")})
-    weights: tuple[float, float, float] = field(default=(1.0, 0.5, 0.5), metadata={"help": "loss weights (clean, source, mix) of the 'replace' variant"})
+    weights: tuple[float, float, float] = field(default=(1.0, 0.5, 0.5), metadata={"help": "MoCo v3: loss weights (clean, source, mix) of the 'replace' variant (DINO uses Eq. 9's unit weights)"})
+    mix_global_student: bool = field(default=False, metadata={"help": "DINO: the student's second global view is replaced by its mixed version (Table 10's 2 + 0 row, where it is the only mixed student view)"})
+    center_from_mixed: bool = field(default=False, metadata={"help": "DINO: also update the centre from the teacher outputs of the mixed global view (default: clean global views only, DINO's rule)"})
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,13 @@ class OptimConfig:
     name: str = field(default="adamw", metadata={"help": "optimizer", **_choices("adamw", "lars", "sgd")})
     lr: float = field(default=1.5e-3, metadata={"help": "base learning rate per 256 images (scaled by global batch / 256); the default is for the short CPU run, the ImageNet configs use MoCo v3's 1.5e-4"})
     min_lr: float = field(default=0.0, metadata={"help": "final learning rate of the cosine (absolute)"})
-    weight_decay: float = field(default=0.1, metadata={"help": "weight decay (MoCo v3: 0.1 AdamW ViT, 1e-6 LARS ResNet)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "weight decay (MoCo v3: 0.1 AdamW ViT, 1e-6 LARS ResNet; DINO: 0.04 at step 0)"})
+    weight_decay_end: float = field(default=-1.0, metadata={"help": "final weight decay of a per-step half-cosine from weight_decay (DINO: 0.4), applied to the decayed parameter group only; -1 = constant weight_decay"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
     momentum: float = field(default=0.9, metadata={"help": "SGD/LARS momentum"})
     warmup_epochs: float = field(default=0.05, metadata={"help": "linear warm-up length in epochs (fractions allowed)"})
     clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm (0 = off)"})
+    clip_mode: str = field(default="global", metadata={"help": "how clip_grad applies: 'global' = one norm over all student parameters; 'per_param' = each parameter's gradient scaled by min(1, clip_grad / (norm + 1e-6)) (DINO)", **_choices("global", "per_param")})
 
 
 @dataclass(frozen=True)
@@ -298,19 +316,38 @@ def validate(cfg: Config) -> None:
     need(0 < d.crop_min <= 1, f"data.crop_min = {d.crop_min}: must be in (0, 1]")
     need(d.num_workers >= 0, f"data.num_workers = {d.num_workers}: must be >= 0")
     need(all(x > 0 for x in d.std), f"data.std = {d.std}: every value must be > 0")
+    for key, (lo, hi) in (("data.global_scale", d.global_scale), ("data.local_scale", d.local_scale)):
+        need(0 < lo <= hi <= 1, f"{key} = {[lo, hi]}: need 0 < low <= high <= 1 (area fractions)")
+    need(d.local_crops >= 0, f"data.local_crops = {d.local_crops}: must be >= 0")
+    need(d.local_size >= 8, f"data.local_size = {d.local_size}: must be at least 8 pixels")
     need(0 <= cfg.model.drop_path < 1, f"model.drop_path = {cfg.model.drop_path}: must be in [0, 1)")
     need(m.temperature > 0, f"method.temperature = {m.temperature}: must be > 0")
     need(0 <= m.momentum <= 1 and 0 <= m.momentum_final <= 1, "method.momentum and method.momentum_final must be in [0, 1]")
     need(m.proj_layers >= 1, f"method.proj_layers = {m.proj_layers}: must be >= 1")
     need(m.hidden_dim >= 1 and m.out_dim >= 1, "method.hidden_dim and method.out_dim must be >= 1")
+    need(min(m.dino_out_dim, m.dino_hidden_dim, m.dino_bottleneck_dim) >= 1,
+         "method.dino_out_dim, method.dino_hidden_dim and method.dino_bottleneck_dim must be >= 1")
+    for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+        need(getattr(m, key) > 0, f"method.{key} = {getattr(m, key)}: must be > 0")
+    need(m.warmup_teacher_temp_epochs >= 0, f"method.warmup_teacher_temp_epochs = {m.warmup_teacher_temp_epochs}: must be >= 0")
+    need(0 <= m.center_momentum <= 1, f"method.center_momentum = {m.center_momentum}: must be in [0, 1]")
+    need(m.freeze_last_layer >= 0, f"method.freeze_last_layer = {m.freeze_last_layer}: must be >= 0 (epochs)")
     need(len(s.ops) >= 1, "sdmp.ops: name at least one of mixup, cutmix, resizemix")
     bad = [op for op in s.ops if op not in ("mixup", "cutmix", "resizemix")]
     need(not bad, f"sdmp.ops: unknown op(s) {bad}; choose from mixup, cutmix, resizemix")
     need(len(set(s.ops)) == len(s.ops), f"sdmp.ops = {list(s.ops)}: an op is listed twice")
     need(s.alpha > 0, f"sdmp.alpha = {s.alpha}: must be > 0")
+    if m.name == "dino" and s.enabled:
+        need(s.variant == "replace", f"sdmp.variant = {s.variant!r}: DINO + SDMP has only the 'replace' variant "
+                                     "(mixed views replace half of the local views)")
+        need(d.local_crops >= 1 or s.mix_global_student,
+             "data.local_crops = 0 with DINO + SDMP leaves no mixed student view: set sdmp.mix_global_student=true "
+             "(Table 10's 2 + 0 row) or data.local_crops >= 1")
     need(all(w >= 0 for w in s.weights), f"sdmp.weights = {s.weights}: must be >= 0")
     need(o.lr > 0, f"optim.lr = {o.lr}: must be > 0")
     need(o.min_lr >= 0 and o.weight_decay >= 0, "optim.min_lr and optim.weight_decay must be >= 0")
+    need(o.weight_decay_end >= 0 or o.weight_decay_end == -1,
+         f"optim.weight_decay_end = {o.weight_decay_end}: must be >= 0, or -1 for a constant optim.weight_decay")
     need(o.warmup_epochs >= 0, f"optim.warmup_epochs = {o.warmup_epochs}: must be >= 0")
     need(o.clip_grad >= 0, f"optim.clip_grad = {o.clip_grad}: must be >= 0 (0 = off)")
     need(r.epochs >= 1, f"run.epochs = {r.epochs}: must be >= 1")

@@ -65,6 +65,16 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, 0)
 
 
+@torch.no_grad()
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ranks (a new tensor, no gradient); identity in one process. No host sync."""
+    if not is_dist() or get_world() == 1:
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out)
+    return out.div_(get_world())
+
+
 def broadcast_object(obj, src: int = 0):
     """Send a picklable object from ``src`` to every rank (a host sync: use at logging points only)."""
     if not is_dist():

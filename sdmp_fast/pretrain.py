@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in run.out_dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--dump-views", type=int, default=0, metavar="N",
-                   help="write RUN_DIR/views.png: views a, b, b_mix, a_mix of N samples with lambda_eff (SDMP runs)")
+                   help="write RUN_DIR/views.png: the views of one SDMP step for N samples, with lambda_eff "
+                        "(MoCo v3: a, b, b_mix, a_mix; DINO: globals, the teacher's mixed global, clean and mixed locals)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. optim.lr=1e-3")
     return p
 

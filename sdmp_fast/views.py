@@ -9,9 +9,18 @@ RandomResizedCrop(size, scale=(crop_min, 1)) -> ColorJitter(0.4, 0.4, 0.2, 0.1) 
 grayscale p=0.2 -> Gaussian blur (view 1: p=1.0, view 2: p=0.1) -> solarize (view 1: p=0, view 2:
 p=0.2) -> horizontal flip p=0.5 -> normalise.
 
+DINO multi-crop recipe (DINO main_dino.py DataAugmentationDINO, SDMP_SPEC §3.2): two global views
+RandomResizedCrop(global_size, scale=global_scale) and ``local_crops`` local views
+RandomResizedCrop(local_size, scale=local_scale), each with flip p=0.5, ColorJitter(0.4, 0.4, 0.2, 0.1)
+p=0.8, grayscale p=0.2; blur p=1.0 (global 1), p=0.1 plus solarize p=0.2 (global 2), p=0.5 (locals).
+Views are ordered globals first, then locals (the Batch contract groups views by resolution).
+
 Decision: the blur sigma range (0.1, 2.0) is given in pixels of a 224 px view; for other view sizes
 it is scaled by size/224 so that a 32 px Fashion-MNIST view is blurred as much, relative to its size,
-as a 224 px ImageNet view (an unscaled sigma of 2 would erase a 32 px image).
+as a 224 px ImageNet view (an unscaled sigma of 2 would erase a 32 px image). DINO blurs its 96 px
+local views with the same (0.1, 2.0) px range as its 224 px globals, so in the DINO recipe every view,
+local or global, uses the range scaled by global_size/224: exactly DINO's sigmas at 224/96 px, and the
+same relative blur at 32/16 px.
 """
 from __future__ import annotations
 
@@ -64,6 +73,18 @@ def mocov3_recipe(size: int, crop_min: float, mean, std, num_views: int = 2) -> 
     if num_views % 2:
         raise ValueError(f"mocov3_recipe: num_views must be even, got {num_views}")
     return Recipe("mocov3", (v1, v2) * (num_views // 2), tuple(mean), tuple(std))
+
+
+def dino_recipe(global_size: int, local_size: int, local_crops: int, global_scale: tuple[float, float],
+                local_scale: tuple[float, float], mean, std) -> Recipe:
+    """DINO's multi-crop recipe: [global 1, global 2] + ``local_crops`` local views, in that order."""
+    if local_crops < 0:
+        raise ValueError(f"dino_recipe: local_crops must be >= 0, got {local_crops}")
+    sigma = _sigma(global_size)  # one pixel range for every view, as DINO (see the module docstring)
+    g1 = ViewSpec(size=global_size, scale=tuple(global_scale), blur_p=1.0, blur_sigma=sigma)
+    g2 = ViewSpec(size=global_size, scale=tuple(global_scale), blur_p=0.1, blur_sigma=sigma, solarize_p=0.2)
+    local = ViewSpec(size=local_size, scale=tuple(local_scale), blur_p=0.5, blur_sigma=sigma)
+    return Recipe("dino", (g1, g2) + (local,) * local_crops, tuple(mean), tuple(std))
 
 
 def eval_spec(size: int) -> EvalSpec:

@@ -45,18 +45,12 @@ def save_view_grid(columns: dict[str, torch.Tensor], captions: dict[str, list[st
 
 
 def dump_sdmp_views(method, batch, rng, mean, std, path: str | Path, n: int) -> Path:
-    """Grid of views a, b, b_mix, a_mix of the first ``n`` samples of ``batch``, with lam_eff per mixed view."""
+    """Grid of the views one SDMP step trains on, for the first ``n`` samples of ``batch``.
+
+    The method names the columns and captions (``Method.view_grid``): MoCo v3 shows a, b, b_mix, a_mix;
+    DINO the global views, the teacher's mixed global view, and the clean and mixed local views.
+    Columns of smaller views (local crops) are scaled up to the cell size of the first column.
+    """
     with torch.no_grad():
-        mv = method.sdmp_views(batch.views, rng)
-    B = batch.size
-    lam_q, lam_k = mv["lam_q"].cpu().tolist(), mv["lam_k"].cpu().tolist()
-    idx = batch.index.cpu().tolist()
-    captions = {
-        "a": [f"#{idx[i]}" for i in range(B)],
-        "b": [f"partner #{idx[B - 1 - i]}" for i in range(B)],
-        "b_mix": [f"lam_eff {lam_q[i]:.2f}" for i in range(B)],
-        "a_mix": [f"lam_eff {lam_k[i]:.2f}" for i in range(B)],
-    }
-    cols = {k: mv[k] for k in ("a", "b", "b_mix", "a_mix")}
-    title = f"SDMP views, op = {mv['op']}; row i is mixed with row B-1-i (B = {B})"
-    return save_view_grid(cols, captions, mean, std, path, rows=n, title=title)
+        columns, captions, title = method.view_grid(batch.views, batch.index, rng)
+    return save_view_grid(columns, captions, mean, std, path, rows=n, title=title)

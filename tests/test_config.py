@@ -45,6 +45,11 @@ def test_types_are_converted_and_checked():
     ("optim.lr=-1", r"optim.lr = -1.0: must be > 0"),
     ("run.precision=fp8", r"run.precision = 'fp8' is not allowed; choose one of auto, fp32, bf16, fp16"),
     ("optim.lr", r"not a key=value override"),
+    ("data.local_scale=[0.5, 0.2]", r"data.local_scale = \[0.5, 0.2\]: need 0 < low <= high <= 1"),
+    ("data.local_crops=-1", r"data.local_crops = -1: must be >= 0"),
+    ("optim.clip_mode=norm", r"optim.clip_mode = 'norm' is not allowed; choose one of global, per_param"),
+    ("optim.weight_decay_end=-0.5", r"optim.weight_decay_end = -0.5: must be >= 0, or -1"),
+    ("method.teacher_temp=0", r"method.teacher_temp = 0.0: must be > 0"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -89,3 +94,34 @@ def test_shipped_configs_load():
 def test_docs_config_md_is_current():
     """docs/config.md is generated: regenerate with `make docs` when this fails."""
     assert (ROOT / "docs" / "config.md").read_text() == config_markdown() + "\n"
+
+
+def test_dino_sdmp_combinations_are_checked():
+    with pytest.raises(ConfigError, match="leaves no mixed student view: set sdmp.mix_global_student=true"):
+        load_config(overrides=["method.name=dino", "data.local_crops=0"])
+    with pytest.raises(ConfigError, match="DINO \\+ SDMP has only the 'replace' variant"):
+        load_config(overrides=["method.name=dino", "sdmp.variant=extra"])
+    load_config(overrides=["method.name=dino", "data.local_crops=0", "sdmp.mix_global_student=true"])
+    load_config(overrides=["method.name=dino", "data.local_crops=0", "sdmp.enabled=false"])
+
+
+def test_dino_configs_follow_the_recipe():
+    """SDMP_SPEC §4.2: the 300-epoch ViT-S recipe, and DINO's 100-epoch defaults for the Table 10 ablations."""
+    for name in ("dino_vit_s", "dino_sdmp_vit_s"):
+        c = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert (c.method.name, c.model.backbone, c.data.batch_size, c.run.epochs) == ("dino", "vit_small_dino", 1024, 300)
+        assert (c.data.image_size, c.data.local_size, c.data.local_crops) == (224, 96, 8)
+        assert c.data.global_scale == (0.4, 1.0) and c.data.local_scale == (0.05, 0.4)
+        assert (c.optim.lr, c.optim.min_lr, c.optim.warmup_epochs) == (5e-4, 1e-6, 10)
+        assert (c.optim.weight_decay, c.optim.weight_decay_end, c.optim.clip_grad, c.optim.clip_mode) == (0.04, 0.4, 3.0, "per_param")
+        assert (c.model.drop_path, c.method.momentum, c.method.momentum_final) == (0.1, 0.996, 1.0)
+        m = c.method
+        assert (m.warmup_teacher_temp, m.teacher_temp, m.warmup_teacher_temp_epochs, m.student_temp) == (0.04, 0.07, 30, 0.1)
+        assert (m.center_momentum, m.dino_out_dim, m.norm_last_layer, m.freeze_last_layer) == (0.9, 65536, False, 1)
+        assert c.sdmp.enabled == ("sdmp" in name)
+    for L in (0, 2, 6, 8):
+        for sdmp in (False, True):
+            c = load_config(ROOT / "configs" / f"dino{'_sdmp' if sdmp else ''}_100ep_crops2x{L}.yaml")
+            assert (c.run.epochs, c.data.local_crops, c.sdmp.enabled) == (100, L, sdmp)
+            assert (c.method.teacher_temp, c.method.norm_last_layer) == (0.04, True)
+            assert c.sdmp.mix_global_student == (sdmp and L == 0)

@@ -99,3 +99,50 @@ def test_dump_views_writes_a_png_grid(image_folder, tmp_path):
     img = Image.open(tmp_path / "v" / "views.png")
     assert img.size[0] > 4 * 32 and img.size[1] > 4 * 32
     assert main(_args(image_folder, tmp_path / "w", "--dump-views", "4", "sdmp.enabled=false")) == 2
+
+
+DINO_TINY = ["method.name=dino", "model.backbone=vit_tiny_p4_dino", "data.local_crops=2", "data.local_size=16",
+             "method.dino_out_dim=128", "method.dino_hidden_dim=64", "method.dino_bottleneck_dim=32",
+             "optim.clip_grad=3.0", "optim.clip_mode=per_param", "optim.weight_decay_end=0.4"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["sdmp.enabled=false", "run.knn=true", "run.knn_bank=24", "run.knn_k=5"],
+    ["sdmp.enabled=true", "--dump-views", "3"],
+    ["sdmp.enabled=true", "sdmp.mix_global_student=true", "data.local_crops=0"],
+], ids=["dino", "dino_sdmp", "dino_sdmp_2x0"])
+def test_dino_two_step_runs(image_folder, tmp_path, extra):
+    summary = run(_args(image_folder, tmp_path / "run", *DINO_TINY, *extra), progress=False)
+    assert summary["steps"] == 2
+    out = Path(summary["out_dir"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all(r["loss"] == r["loss"] for r in lines)
+    # 36 images / batch 8 = 4 steps per epoch: the teacher temperature ramps over 30 * 4 steps; wd 0.1 -> 0.4 over 2
+    assert [r["teacher_temp"] for r in lines] == pytest.approx([0.04, 0.04 + 0.03 / 120])
+    assert [r["weight_decay"] for r in lines] == pytest.approx([0.1, 0.25])
+    if "sdmp.enabled=true" in extra:
+        assert {"dino", "source", "mix", "lam_eff"} <= set(lines[-1])
+    state = ckpt.load(ckpt.latest_checkpoint(out))
+    assert "center" in state["method"] and len(state["optimizer"]["param_groups"]) == 2
+    model = load_backbone(out / "backbone.pt")  # the teacher's backbone
+    assert torch.equal(model.pos_embed, state["method"]["teacher.backbone.pos_embed"])
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 128)  # local-crop size: interpolated pos-embed
+    if "run.knn=true" in extra:  # the k-NN report runs on the exported (teacher) backbone
+        assert 0 <= summary["knn"]["trained"]["top1"] <= 100 and summary["knn"]["queries"] == 12
+    if "--dump-views" in extra:
+        from PIL import Image
+        img = Image.open(out / "views.png")  # 2 globals, the teacher's mixed global, 1 clean + 1 mixed local
+        assert img.size[0] > 5 * 32 and img.size[1] > 3 * 32
+
+
+def test_dino_sdmp_resume_is_exact(image_folder, tmp_path):
+    """DINO + SDMP stopped after 3 steps and resumed: the method state (teacher, centre) equals an uninterrupted run's."""
+    common = [*DINO_TINY, "sdmp.enabled=true", "method.freeze_last_layer=0.5", "run.max_steps=6", "run.knn=false"]
+    run(_args(image_folder, tmp_path / "full", *common), progress=False)
+    run(_args(image_folder, tmp_path / "part", *common, "run.stop_after=3"), progress=False)
+    run(_args(image_folder, tmp_path / "part", *common, "--resume", "auto"), progress=False)
+    full = ckpt.load(ckpt.latest_checkpoint(tmp_path / "full"))
+    part = ckpt.load(ckpt.latest_checkpoint(tmp_path / "part"))
+    assert full["step"] == part["step"] == 6
+    for k, v in full["method"].items():
+        assert torch.equal(v, part["method"][k]), k

@@ -46,5 +46,5 @@ def test_help_lists_registries(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for name in ("torch", "synthetic", "mocov3", "vit_tiny_p4", "vit_small", "resnet50", "configs/"):
+    for name in ("torch", "synthetic", "mocov3", "dino", "vit_tiny_p4", "vit_small", "vit_small_dino", "resnet50", "configs/"):
         assert name in out

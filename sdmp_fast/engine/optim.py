@@ -1,8 +1,16 @@
-"""Optimizers: AdamW (MoCo v3 ViT), LARS (MoCo v3 ResNet-50) and SGD.
+"""Optimizers: AdamW (MoCo v3 ViT, DINO), LARS (MoCo v3 ResNet-50) and SGD; DINO's gradient clipping.
 
 LARS follows MoCo v3's description: SGD with momentum whose update of every weight matrix is scaled
 by the trust ratio ``eta * ||w|| / ||g + wd * w||``; 1-D parameters (biases, norms) get neither
 weight decay nor the trust ratio.
+
+The optimizer is built over the method's parameter groups (``Method.param_groups``). A group with
+``"apply_wd": False`` gets no weight decay and is left alone by the weight-decay schedule (DINO puts
+biases and 1-D norm parameters there); MoCo v3 keeps one group with weight decay on everything.
+
+``clip_grad_per_param_`` is DINO's clipping: each parameter's gradient is scaled by
+``min(1, clip / (norm + 1e-6))``, computed for all parameters at once with foreach ops and without a
+host sync (multiplying by exactly 1 leaves a gradient bit-identical, so no branch is needed).
 """
 from __future__ import annotations
 
@@ -37,10 +45,31 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(cfg, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer of ``optim.name`` over the trainable ``params``; lr is set per step by the trainer."""
+@torch.no_grad()
+def clip_grad_per_param_(params, clip: float) -> None:
+    """Scale each gradient in place by min(1, clip / (||grad|| + 1e-6)) (DINO's ``clip_gradients``)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch.stack(torch._foreach_norm(grads))
+    scale = (clip / (norms.float() + 1e-6)).clamp_(max=1.0)
+    torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
+
+
+def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+    """The optimizer of ``optim.name`` over trainable parameters or parameter groups; lr is set per step by the trainer.
+
+    ``params``: a list of parameters (one group) or of group dicts; a group with ``"apply_wd": False``
+    gets weight decay 0.
+    """
     o = cfg.optim
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [dict(g, params=[p for p in g["params"] if p.requires_grad],
+                       **({"weight_decay": 0.0} if not g.get("apply_wd", True) else {})) for g in params]
+        params = [g for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if o.name == "adamw":
         return torch.optim.AdamW(params, lr=0.0, betas=o.betas, weight_decay=o.weight_decay)
     if o.name == "lars":

@@ -28,3 +28,18 @@ def cosine_to(start: float, final: float, total: int) -> torch.Tensor:
     """Half-cosine from ``start`` at step 0 to ``final`` at step ``total`` (MoCo v3's momentum rule)."""
     steps = torch.arange(total, dtype=torch.float64)
     return final - (final - start) * 0.5 * (1 + torch.cos(math.pi * steps / max(total, 1)))
+
+
+def warmup_constant(start: float, final: float, total: int, warmup: int) -> torch.Tensor:
+    """Linear ramp from ``start`` to ``final`` over ``warmup`` steps, then ``final`` (DINO's teacher temperature).
+
+    Step i of the ramp has ``start + (final - start) * i / warmup``; ``warmup`` may exceed ``total``
+    (the table then ends inside the ramp).
+    """
+    if total < 1 or warmup < 0:
+        raise ValueError(f"warmup_constant: need total ({total}) >= 1 and warmup ({warmup}) >= 0")
+    steps = torch.arange(total, dtype=torch.float64)
+    if warmup == 0:
+        return torch.full((total,), float(final), dtype=torch.float64)
+    ramp = start + (final - start) * steps / warmup
+    return torch.where(steps < warmup, ramp, torch.full_like(steps, float(final)))

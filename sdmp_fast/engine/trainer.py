@@ -1,12 +1,16 @@
 """The training loop: steps, schedules, logging, checkpoints and exact resume.
 
-Per step: set lr from the schedule table, EMA (MoCo v3: before the forward), forward under autocast,
-backward, optimizer step (DINO-style methods: EMA after it). Device values (loss, metrics) are summed
-on the device and read only every ``run.log_every`` steps: no per-step host synchronisation.
+Per step: set lr (and, with ``optim.weight_decay_end``, the weight decay of the decayed parameter
+groups) from the schedule tables, let the method read its own tables (``Method.set_step``: DINO's
+teacher temperature), EMA (MoCo v3: before the forward), forward under autocast, backward, gradient
+clipping (``optim.clip_mode``: global norm, or DINO's per-parameter rule), the method's gradient hook
+(``Method.after_backward``: DINO's frozen last layer), optimizer step (DINO-style methods: EMA after
+it). Device values (loss, metrics) are summed on the device and read only every ``run.log_every``
+steps: no per-step host synchronisation (the schedules are host-side tables read by index).
 
 Checkpoints are written atomically at epoch ends, every ``run.checkpoint_minutes`` (checked at
 logging points), when ``run.stop_after`` ends the invocation, and at the end. Each holds the method
-(student, teacher, heads, BN buffers), optimizer, grad scaler, random streams and the global step;
+(student, teacher, heads, BN buffers, DINO's centre), optimizer, grad scaler, random streams and the global step;
 the loader's position is (epoch, step in epoch) = divmod(step, steps per epoch), and the ``torch``
 loader's per-sample randomness is a function of (seed, epoch, index), so a resumed run continues
 exactly.
@@ -28,7 +32,7 @@ from sdmp_fast.methods.base import Method, StepRandom
 
 from . import checkpoint as ckpt
 from .ema import ema_update
-from .optim import build_optimizer
+from .optim import build_optimizer, clip_grad_per_param_
 from .schedules import cosine_to, warmup_cosine
 
 
@@ -58,10 +62,14 @@ class Trainer:
         self.cfg, self.res, self.method, self.loader = cfg, res, method, loader
         self.device, self.out_dir = device, Path(out_dir)
         self.dtype = autocast_dtype(cfg.run.precision, device)
-        self.optimizer = build_optimizer(cfg, method.student_parameters())
+        self.optimizer = build_optimizer(cfg, method.param_groups())
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.lr = warmup_cosine(res.lr, cfg.optim.min_lr, res.total_steps, res.warmup_steps)
         self.momentum = cosine_to(cfg.method.momentum, cfg.method.momentum_final, res.total_steps)
+        # DINO's weight-decay schedule: half-cosine over all steps, no warm-up; None = constant
+        self.wd = (warmup_cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end, res.total_steps, 0)
+                   if cfg.optim.weight_decay_end >= 0 else None)
+        method.prepare(res)
         self.rng = StepRandom.create(cfg.run.seed, res.rank, device)
         self.step = 0
         self.teacher_params, self.student_params = method.ema_pairs()
@@ -113,6 +121,12 @@ class Trainer:
         i = self.step
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lr[i])
+        if self.wd is not None:
+            wd = float(self.wd[i])
+            for group in self.optimizer.param_groups:
+                if group.get("apply_wd", True):
+                    group["weight_decay"] = wd
+        self.method.set_step(i)
         m = float(self.momentum[i])
         if self.method.ema_before_forward:
             ema_update(self.teacher_params, self.student_params, m)
@@ -123,7 +137,11 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.cfg.optim.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.student_parameters(), self.cfg.optim.clip_grad)
+            if self.cfg.optim.clip_mode == "per_param":
+                clip_grad_per_param_(self.method.student_parameters(), self.cfg.optim.clip_grad)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.method.student_parameters(), self.cfg.optim.clip_grad)
+        self.method.after_backward(i)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if not self.method.ema_before_forward:
@@ -168,6 +186,9 @@ class Trainer:
                     last = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
                             "momentum": float(self.momentum[self.step - 1]), "images_per_s": ips,
                             "elapsed_s": now - t_start}
+                    if self.wd is not None:
+                        last["weight_decay"] = float(self.wd[self.step - 1])
+                    last.update(self.method.step_info())
                     if not all(math.isfinite(v) for v in vals.values()):
                         raise NonFiniteLoss(
                             f"non-finite loss at step {self.step} ({vals}); last good checkpoint: "

@@ -111,6 +111,20 @@ class MoCoV3(Method):
         b_mix, lam_q, a_mix, lam_k, op = self._mix_pair(b, a, rng)
         return {"a": a, "b": b, "b_mix": b_mix, "a_mix": a_mix, "lam_q": lam_q, "lam_k": lam_k, "op": op}
 
+    def view_grid(self, views: list[torch.Tensor], index: torch.Tensor, rng: StepRandom):
+        """Columns a, b, b_mix, a_mix of ``--dump-views``, with the partner id and lam_eff per sample."""
+        mv = self.sdmp_views(views, rng)
+        B = mv["a"].shape[0]
+        lam_q, lam_k, idx = mv["lam_q"].cpu().tolist(), mv["lam_k"].cpu().tolist(), index.cpu().tolist()
+        captions = {
+            "a": [f"#{idx[i]}" for i in range(B)],
+            "b": [f"partner #{idx[B - 1 - i]}" for i in range(B)],
+            "b_mix": [f"lam_eff {lam_q[i]:.2f}" for i in range(B)],
+            "a_mix": [f"lam_eff {lam_k[i]:.2f}" for i in range(B)],
+        }
+        title = f"SDMP views, op = {mv['op']}; row i is mixed with row B-1-i (B = {B})"
+        return {k: mv[k] for k in ("a", "b", "b_mix", "a_mix")}, captions, title
+
     def forward(self, views: list[torch.Tensor], rng: StepRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         T, rank = self.temperature, dist.get_rank()
         if not self.sdmp:

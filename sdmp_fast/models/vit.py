@@ -1,4 +1,4 @@
-"""Vision Transformers from timm, in MoCo v3's form.
+"""Vision Transformers from timm, in MoCo v3's form and in DINO's form.
 
 MoCo v3 (An Empirical Study of Training Self-Supervised Vision Transformers, Chen et al. 2021,
 facebookresearch/moco-v3 vits.py) changes timm's ViT in three ways, reproduced here from its
@@ -7,6 +7,14 @@ that is frozen ("stop-grad conv1"), and ViT-S/16 with 12 heads instead of DeiT's
 initialisation (xavier-uniform linears, qkv treated as three separate matrices, uniform patch
 projection, tiny class token) is applied too. The timm model is reused, not copied; only parameters
 and init are changed, so the exported state dict loads into ``timm.create_model(name, **kwargs)``.
+
+DINO (Emerging Properties in Self-Supervised Vision Transformers, Caron et al. 2021) keeps the DeiT
+ViT: a learned position embedding, a trained patch projection, 6 heads for ViT-S/16, drop-path, and
+truncated-normal (std 0.02) init of the linears, the position embedding and the class token. Its local
+crops (96 px for 224 px globals) need the position embedding interpolated to the smaller grid: the
+``*_dino`` backbones are built with timm's ``dynamic_img_size=True``, which resamples it bicubically
+per forward (timm's resampling, with antialiasing when shrinking; DINO's own code interpolates
+without it). The recorded kwargs include ``dynamic_img_size``, so an export rebuilds the same model.
 """
 from __future__ import annotations
 
@@ -80,3 +88,33 @@ def vit_small(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
 @BACKBONES.register("vit_base", help="ViT-B/16, MoCo v3 form (sin-cos pos-embed, frozen patch projection)")
 def vit_base(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
     return _vit("vit_base_patch16_224", img_size, drop_path)
+
+
+def apply_dino_form(model: nn.Module) -> nn.Module:
+    """DINO's class-token init (truncated normal, std 0.02); timm already initialises the rest as DINO does."""
+    if getattr(model, "cls_token", None) is not None:
+        nn.init.trunc_normal_(model.cls_token, std=0.02)
+    return model
+
+
+def _dino_vit(timm_name: str, img_size: int, drop_path: float, **kw) -> nn.Module:
+    spec = BackboneSpec(timm_name, dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path,
+                                        dynamic_img_size=True, **kw))
+    return apply_dino_form(create_timm(spec))
+
+
+@BACKBONES.register("vit_tiny_p4_dino", help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
+                                               "(learned pos-embed, interpolated for 16 px local crops)")
+def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
+    return _dino_vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
+
+
+@BACKBONES.register("vit_small_dino", help="ViT-S/16, DINO form (6 heads, learned pos-embed interpolated for local crops, "
+                                             "drop-path)")
+def vit_small_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
+    return _dino_vit("vit_small_patch16_224", img_size, drop_path, num_heads=6)
+
+
+@BACKBONES.register("vit_base_dino", help="ViT-B/16, DINO form (learned pos-embed interpolated for local crops, drop-path)")
+def vit_base_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
+    return _dino_vit("vit_base_patch16_224", img_size, drop_path)

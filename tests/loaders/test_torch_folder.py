@@ -8,7 +8,7 @@ from loaders.sharding import rank_batches, steps_per_epoch
 from loaders.synthetic import SyntheticLoader
 from loaders.torch_folder import FolderLoader, apply_view, rrc_params, sample_generator
 from sdmp_fast.datasets import scan_folder
-from sdmp_fast.views import ViewSpec, mocov3_recipe
+from sdmp_fast.views import ViewSpec, dino_recipe, mocov3_recipe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -123,3 +123,20 @@ def test_synthetic_loader_contract():
         assert len(b.views) == 4 and b.views[0].shape == (4, 3, 32, 32)
     ld.set_epoch(0, 3)
     assert torch.equal(next(iter(ld)).views[0], bs[0].views[0])
+
+
+def test_multi_crop_batches_and_scale_ranges(split):
+    """DINO's recipe through the reference loader: 2 global + L local views of two sizes, in order."""
+    recipe = dino_recipe(24, 12, 3, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    ld = FolderLoader(split, recipe, 8, 0, 1, torch.device("cpu"), seed=3, num_workers=0)
+    ld.set_epoch(0)
+    b = next(iter(ld))
+    b.check()
+    assert [tuple(v.shape) for v in b.views] == [(8, 3, 24, 24)] * 2 + [(8, 3, 12, 12)] * 3
+    g = torch.Generator().manual_seed(0)
+    H, W = 375, 500
+    for spec, (lo, hi) in ((recipe.views[0], (0.4, 1.0)), (recipe.views[2], (0.05, 0.4))):
+        areas = np.array([h * w / (H * W) for _, _, h, w in
+                          (rrc_params(H, W, spec.scale, spec.ratio, g) for _ in range(500))])
+        assert areas.min() >= lo - 0.01 and areas.max() <= hi + 0.01
+        assert areas.max() - areas.min() > 0.6 * (hi - lo)  # the whole range is used

@@ -3,14 +3,14 @@ import timm
 import torch
 
 from sdmp_fast.export import export_backbone, load_backbone
-from sdmp_fast.models.heads import build_mlp
+from sdmp_fast.models.heads import DINOHead, build_mlp
 from sdmp_fast.models.vit import sincos_pos_embed
 from sdmp_fast.registry import BACKBONES
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_every_backbone_builds_and_runs(name):
-    small = name == "vit_tiny_p4"
+    small = name.startswith("vit_tiny_p4")
     model = BACKBONES.build(name, img_size=32 if small else 64)
     x = torch.randn(2, 3, 32 if small else 64, 32 if small else 64).contiguous(memory_format=torch.channels_last)
     y = model(x)
@@ -63,3 +63,41 @@ def test_mlp_heads_follow_mocov3():
     assert not proj[-1].affine and all(not m.bias is not None for m in proj if isinstance(m, torch.nn.Linear))
     pred = build_mlp(2, 8, 32, 8, last_bn=False)
     assert type(pred[-1]).__name__ == "Linear"
+
+
+def test_dino_form_vits_interpolate_the_learned_position_embedding(tmp_path):
+    s = BACKBONES.build("vit_small_dino", img_size=224, drop_path=0.1)
+    assert s.blocks[0].attn.num_heads == 6 and s.embed_dim == 384
+    assert s.pos_embed.requires_grad and s.patch_embed.proj.weight.requires_grad
+    assert s.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)  # timm's linear drop-path ramp
+    torch.manual_seed(0)
+    m = BACKBONES.build("vit_tiny_p4_dino", img_size=32).eval()
+    local = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert m(local).shape == (2, 128) and m(torch.randn(2, 3, 32, 32)).shape == (2, 128)
+    loaded = load_backbone(export_backbone(m, tmp_path / "d.pt")).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(local), m(local), atol=1e-6)  # dynamic_img_size is recorded
+
+
+def test_dino_head_weight_norm_round_trips():
+    torch.manual_seed(0)
+    head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8, norm_last_layer=True)
+    kinds = [type(m).__name__ for m in head.mlp]
+    assert kinds == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    gain = head.last_layer.parametrizations.weight.original0
+    assert gain.shape == (40, 1) and not gain.requires_grad
+    w = head.last_layer.weight
+    assert torch.allclose(w.norm(dim=1), torch.ones(40), atol=1e-5)  # unit prototypes
+    x = torch.randn(5, 16)
+    out = head(x)
+    assert out.shape == (5, 40) and out.abs().max() <= 1 + 1e-5  # cosine similarities
+    import copy
+    twin = copy.deepcopy(head)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.1)
+    twin.load_state_dict(head.state_dict())
+    assert torch.equal(twin(x), head(x))
+    free = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8, norm_last_layer=False)
+    assert free.last_layer.parametrizations.weight.original0.requires_grad
