@@ -65,6 +65,8 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
         t, n = time.perf_counter(), 0
         for b in it:
             n += b.size
+            if n >= images:  # same image count for every loader (synthetic epochs are long)
+                break
         sync(device)
         secs = time.perf_counter() - t
         rows.append({"loader": name, "recipe": "mocov3 two-view", "size": size, "batch": batch, "workers": workers,
