@@ -5,7 +5,7 @@
 
 With no arguments it trains the embedded default: MoCo v3 + SDMP, tiny ViT, Fashion-MNIST at 32 px,
 and ends by printing k-NN accuracy of the trained backbone beside the same backbone at random init.
-Works under torchrun (one process per GPU; gloo on CPU).
+Multi-process runs (torchrun) are refused until DDP over the student lands (issue 6).
 """
 from __future__ import annotations
 
@@ -162,6 +162,11 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     device = pick_device(cfg.run.device)
     dist.init_from_env(device)
     rank, world = dist.get_rank(), dist.get_world()
+    if world > 1:
+        # Refuse rather than train ranks whose students drift apart: gradients are not all-reduced yet.
+        dist.shutdown()
+        raise ConfigError(f"world size {world}: multi-process training (DDP over the student) is not implemented "
+                          "yet; run a single process (python -m sdmp_fast.pretrain ...)")
     if device.type == "cuda":
         torch.cuda.set_device(device)
 

@@ -33,3 +33,13 @@ def test_two_process_gloo_smoke():
     ids0 = {i for b in out[0]["ids"] for i in b}
     ids1 = {i for b in out[1]["ids"] for i in b}
     assert not ids0 & ids1 and len(ids0 | ids1) == 32
+
+
+def _pretrain_worker(rank, world, out):
+    from sdmp_fast.pretrain import main
+    return main(["--loader", "synthetic", "--out", f"{out}/r{rank}", "run.max_steps=1", "run.knn=false"])
+
+
+def test_multi_process_pretraining_is_refused_until_ddp_exists(tmp_path, capfd):
+    assert launch(_pretrain_worker, world=2, args=(str(tmp_path),), timeout=90) == [2, 2]
+    assert not any(tmp_path.iterdir())  # nothing written
