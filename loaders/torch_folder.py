@@ -201,10 +201,8 @@ def eval_batches(split: Split, indices: Sequence[int], spec: EvalSpec, mean, std
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> FolderLoader:
     """Build the reference loader for ``split`` (default: the training split of ``data.path``)."""
-    if split is None:
-        from sdmp_fast.datasets import find_data, scan_folder, verify_images
-        root = find_data(cfg.data.path, cfg.data.cache_dir)
-        split, _ = scan_folder(root.train, cfg.data.skip_corrupt)
-        split, _ = verify_images(split, cfg.data.cache_dir, cfg.data.skip_corrupt)
+    if split is None:  # the same scan + verification as the pretraining entry point
+        from sdmp_fast.pretrain import load_splits
+        split = load_splits(cfg)[0]
     return FolderLoader(split, recipe, cfg.data.batch_size, rank, world, torch.device(device),
                         seed=cfg.run.seed, num_workers=cfg.data.num_workers)
