@@ -29,7 +29,7 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
-def init_from_env(device: torch.device | None = None, timeout_s: float = 600.0) -> bool:
+def init_from_env(device: torch.device | None = None, timeout_s: float = 1800.0) -> bool:
     """Join the process group torchrun describes (RANK/WORLD_SIZE env); no-op without it.
 
     Returns True when a process group is (now) initialised. gloo on CPU, nccl on CUDA.
@@ -84,10 +84,88 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def _host_value_device() -> torch.device:
+    """Where a small host value travels for a collective: NCCL only moves CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_max_int(value: int) -> int:
     """Max of a small integer over ranks (used to agree on error/stop flags without a hang)."""
     if not is_dist():
         return value
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=_host_value_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks in the forward, and again in the backward (the gradient of a sum that every rank uses).
+
+    Each rank's loss depends on the summed tensor, so the gradient reaching a rank's input is the sum
+    of every rank's gradient: a SUM all-reduce in both directions, each on a clone (in-place
+    collectives on autograd inputs or saved gradients would corrupt them). A plain Function around
+    ``dist.all_reduce``: works on gloo and NCCL and can be captured in a CUDA graph, unlike the
+    deprecated ``torch.distributed.nn.functional.all_reduce``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out)
+        return out
+
+
+def all_reduce_sum_autograd(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum of ``x`` over ranks (SUM all-reduce forward and backward); identity in one process."""
+    if not is_dist() or get_world() == 1:
+        return x
+    return _AllReduceSum.apply(x)
+
+
+def broadcast_flag(value: bool, src: int = 0) -> bool:
+    """Rank ``src``'s boolean on every rank: wall-clock decisions (timed checkpoints) taken once, at a sync point."""
+    if not is_dist():
+        return value
+    t = torch.tensor([int(value)], dtype=torch.int64, device=_host_value_device())
+    dist.broadcast(t, src=src)
+    return bool(t.item())
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (a host sync: checkpoints and logging points only)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * get_world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def main_first(fn):
+    """Run ``fn()`` on rank 0, then on the other ranks (rank 0 materialises caches they then read).
+
+    An exception on rank 0 is raised on every rank, with the same type and message, instead of leaving
+    the others waiting in a collective that rank 0 never reaches.
+    """
+    if not is_dist():
+        return fn()
+    result, failure = None, None
+    if is_main():
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - re-raised below on every rank
+            failure = e
+    shared = broadcast_object(None if failure is None else (type(failure), str(failure)))
+    if shared is not None:
+        if failure is not None:
+            raise failure
+        kind, message = shared
+        raise kind(message)
+    return result if is_main() else fn()

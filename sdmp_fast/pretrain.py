@@ -88,6 +88,8 @@ def pick_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"run.device = {name!r} but CUDA is not available; use run.device=auto or cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # torchrun: one GPU per process
     return dev
 
 
@@ -98,22 +100,15 @@ def default_out_dir(cfg: Config) -> Path:
 
 def load_splits(cfg: Config) -> tuple[Split, Split | None, str]:
     """Scan (and once, verify) the training and validation splits; rank 0 materialises data first."""
-    if dist.is_main():
-        root = find_data(cfg.data.path, cfg.data.cache_dir)
-    dist.barrier()
-    if not dist.is_main():
-        root = find_data(cfg.data.path, cfg.data.cache_dir)
+    root = dist.main_first(lambda: find_data(cfg.data.path, cfg.data.cache_dir))
     splits = []
     for part in (root.train, root.val):
         if part is None:
             splits.append(None)
             continue
         split, skipped = scan_folder(part, cfg.data.skip_corrupt)
-        if dist.is_main():
-            split, failed = verify_images(split, cfg.data.cache_dir, cfg.data.skip_corrupt)
-        dist.barrier()
-        if not dist.is_main():
-            split, failed = verify_images(split, cfg.data.cache_dir, cfg.data.skip_corrupt, progress=False)
+        split, failed = dist.main_first(lambda s=split: verify_images(s, cfg.data.cache_dir, cfg.data.skip_corrupt,
+                                                                      progress=dist.is_main()))
         if (skipped or failed) and dist.is_main():
             print(f"[data] {part}: skipped {len(skipped)} non-image file(s) and {len(failed)} unreadable image(s) "
                   "(data.skip_corrupt=true)", file=sys.stderr)
@@ -160,15 +155,10 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = pick_device(cfg.run.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts: one GPU per process (LOCAL_RANK)
     dist.init_from_env(device)
     rank, world = dist.get_rank(), dist.get_world()
-    if world > 1:
-        # Refuse rather than train ranks whose students drift apart: gradients are not all-reduced yet.
-        dist.shutdown()
-        raise ConfigError(f"world size {world}: multi-process training (DDP over the student) is not implemented "
-                          "yet; run a single process (python -m sdmp_fast.pretrain ...)")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
 
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else dist.broadcast_object(default_out_dir(cfg))
     resume_path = None

@@ -1,10 +1,12 @@
 """Run a function in N gloo processes: free port, barrier before teardown, join with a timeout."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import traceback
 
+import torch
 import torch.multiprocessing as mp
 
 
@@ -21,7 +23,9 @@ def _entry(rank: int, world: int, port: int, fn, args, queue) -> None:
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world)
         result = fn(rank, world, *args)
-        queue.put((rank, "ok", result))
+        buf = io.BytesIO()
+        torch.save(result, buf)  # plain bytes: tensors sent as-is would be shared through this process's fds
+        queue.put((rank, "ok", buf.getvalue()))
     except BaseException:  # noqa: BLE001 - the parent reports it
         queue.put((rank, "error", traceback.format_exc()))
     finally:
@@ -48,7 +52,10 @@ def launch(fn, world: int = 2, args: tuple = (), timeout: float = 120.0) -> list
             rank, status, value = queue.get(timeout=timeout)
         except q.Empty:
             break
-        (results.__setitem__(rank, value) if status == "ok" else errors.append(f"rank {rank}:\n{value}"))
+        if status == "ok":
+            results[rank] = torch.load(io.BytesIO(value), weights_only=False)
+        else:
+            errors.append(f"rank {rank}:\n{value}")
     for p in procs:
         p.join(timeout=30)
         if p.is_alive():

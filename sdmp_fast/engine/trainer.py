@@ -8,6 +8,13 @@ clipping (``optim.clip_mode``: global norm, or DINO's per-parameter rule), the m
 it). Device values (loss, metrics) are summed on the device and read only every ``run.log_every``
 steps: no per-step host synchronisation (the schedules are host-side tables read by index).
 
+Distributed (torchrun, world > 1): the method is wrapped in DDP (gradients of the student averaged
+over ranks; the teacher has no gradient and is updated identically on every rank by the EMA;
+``broadcast_buffers=False``: BatchNorm statistics are synchronised by the layers themselves). Logged
+values are averaged over ranks at logging points; wall-clock decisions (timed checkpoints) are taken by
+rank 0 and broadcast there, so every rank acts at the same step; checkpoints are written by rank 0
+and hold every rank's random streams (the per-rank streams differ).
+
 Checkpoints are written atomically at epoch ends, every ``run.checkpoint_minutes`` (checked at
 logging points), when ``run.stop_after`` ends the invocation, and at the end. Each holds the method
 (student, teacher, heads, BN buffers, DINO's centre), optimizer, grad scaler, random streams and the global step;
@@ -71,9 +78,25 @@ class Trainer:
                    if cfg.optim.weight_decay_end >= 0 else None)
         method.prepare(res)
         self.rng = StepRandom.create(cfg.run.seed, res.rank, device)
+        self.model = self._wrap(method, device)
         self.step = 0
         self.teacher_params, self.student_params = method.ema_pairs()
         self.last_checkpoint: Path | None = None
+
+    @staticmethod
+    def _wrap(method: Method, device: torch.device) -> torch.nn.Module:
+        """DDP over the method's trainable parameters when world > 1 (one forward per step: the whole
+        method, so several student forwards per step are fine); the method itself in one process."""
+        if dist.get_world() == 1:
+            return method
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        # BatchNorm statistics are synchronised by the layers, the centre by an all-reduce: no buffer
+        # broadcast per forward (torch >= 2.14 names the switch forward_sync_buffers)
+        import inspect
+        key = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
+        return DistributedDataParallel(method, device_ids=ids, **{key: False})
 
     # ------------------------------------------------------------------ state
 
@@ -84,6 +107,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": self.rng.state_dict(),
+            "rng_ranks": self._rank_rng_states(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "config": to_dict(self.cfg),
@@ -101,16 +125,34 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.rng.load_state_dict(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.res.world:
+            self.rng.load_state_dict(ranks[self.res.rank])
+        else:
+            # another world size: the shared stream continues; the per-rank stream is re-derived from
+            # (seed, rank, step), so ranks still differ (the run continues, not bit for bit)
+            self.rng.load_state_dict(state["rng"])
+            self.rng.local.manual_seed(hash((self.cfg.run.seed, self.res.rank, int(state["step"]))) % (2 ** 62))
+            if dist.is_main():
+                import sys
+                print(f"[resume] checkpoint written by {len(ranks) if ranks else 1} rank(s), now {self.res.world}: "
+                      "the per-rank random streams are re-seeded", file=sys.stderr)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
 
+    def _rank_rng_states(self) -> list[dict]:
+        """Every rank's random streams (a collective: all ranks call ``save_checkpoint`` at the same step)."""
+        mine = self.rng.state_dict()
+        return dist.all_gather_object({k: v.cpu() for k, v in mine.items()})
+
     def save_checkpoint(self) -> Path | None:
+        """Called by every rank at the same step; rank 0 writes."""
+        state = self.state_dict()
         if not dist.is_main():
             return None
-        path = ckpt.save_atomic(self.state_dict(), ckpt.checkpoint_path(self.out_dir, self.step))
+        path = ckpt.save_atomic(state, ckpt.checkpoint_path(self.out_dir, self.step))
         ckpt.prune(self.out_dir, keep=2)
         self.last_checkpoint = path
         return path
@@ -132,7 +174,7 @@ class Trainer:
             ema_update(self.teacher_params, self.student_params, m)
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else contextlib.nullcontext()
         with ctx:
-            loss, logs = self.method(views, self.rng)
+            loss, logs = self.model(views, self.rng)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.clip_grad > 0:
@@ -179,8 +221,10 @@ class Trainer:
                 at_end = self.step >= stop_at
                 epoch_end = self.step % spe == 0
                 if self.step % cfg.run.log_every == 0 or at_end or epoch_end:
-                    # the only host sync of the loop: one read of the summed device values
-                    vals = {k: float(v) / n_sum for k, v in sums.items()}
+                    # the only host sync of the loop: one read of the summed device values (averaged over ranks)
+                    keys = sorted(sums)
+                    means = dist.all_reduce_mean(torch.stack([sums[k] for k in keys])) if keys else None
+                    vals = {k: float(means[i]) / n_sum for i, k in enumerate(keys)}
                     now = time.time()
                     ips = (self.step - steps_at_log) * cfg.data.batch_size / max(now - t_log, 1e-9)
                     last = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
@@ -199,6 +243,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", lr=f"{last['lr']:.2e}", ips=f"{ips:.0f}")
                     sums, n_sum, t_log, steps_at_log = {}, 0, now, self.step
                     timed = cfg.run.checkpoint_minutes > 0 and now - t_ckpt >= 60 * cfg.run.checkpoint_minutes
+                    timed = dist.broadcast_flag(timed)  # rank 0's clock decides for every rank
                     if epoch_end or at_end or timed:
                         self.save_checkpoint()
                         t_ckpt = time.time()

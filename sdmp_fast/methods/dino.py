@@ -276,6 +276,11 @@ class DINO(Method):
             logs = {"loss": loss.detach(), "dino": dino.detach(), "source": terms["source"].detach(),
                     "mix": terms["mix"].detach(), "lam_eff": lam_mixed.mean()}
 
+        # collapse monitors (read only at logging points): teacher entropy near ln K = uniform collapse,
+        # near 0 = one-hot collapse; the student's entropy on the clean globals beside it
+        with torch.no_grad():
+            logs["t_entropy"] = -(p_clean * p_clean.clamp_min(1e-12).log()).sum(-1).mean()
+            logs["s_entropy"] = -(logp[:NUM_GLOBALS].exp() * logp[:NUM_GLOBALS]).sum(-1).mean()
         n_center = t_out.shape[0] if (self.sdmp and self.center_from_mixed) else NUM_GLOBALS * B
         self.center.copy_(update_center(self.center, t_out[:n_center], self.center_momentum))
         return loss, logs

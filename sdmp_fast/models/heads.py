@@ -2,7 +2,8 @@
 
 MoCo v3: linear layers without bias; BatchNorm + ReLU after each hidden layer; optionally an
 affine-free BatchNorm after the last layer (MoCo v3: projector always, predictor only for ViTs).
-BatchNorm statistics are per view: the method calls the heads once per view.
+BatchNorm statistics are per view (the method calls the heads once per view, or splits a
+concatenated batch with ``norm.bn_chunks``) and synchronised over ranks: ``ChunkedSyncBatchNorm``.
 
 DINO (Caron et al. 2021, §3.1 and appendix): a 3-layer MLP (hidden width 2048, GELU, no BatchNorm)
 down to a bottleneck (256), L2 normalisation, then a weight-normalised linear layer without bias to
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .norm import ChunkedSyncBatchNorm
+
 
 def build_mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -30,9 +33,9 @@ def build_mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_
         d_out = out_dim if last else hidden_dim
         layers.append(nn.Linear(d_in, d_out, bias=False))
         if not last:
-            layers += [nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+            layers += [ChunkedSyncBatchNorm(d_out), nn.ReLU(inplace=True)]
         elif last_bn:
-            layers.append(nn.BatchNorm1d(d_out, affine=False))
+            layers.append(ChunkedSyncBatchNorm(d_out, affine=False))
     return nn.Sequential(*layers)
 
 
