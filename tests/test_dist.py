@@ -2,6 +2,7 @@ import torch
 
 from distributed import launch
 from sdmp_fast import dist
+from sdmp_fast.engine import checkpoint as ckpt
 
 
 def _worker(rank, world):
@@ -35,11 +36,28 @@ def test_two_process_gloo_smoke():
     assert not ids0 & ids1 and len(ids0 | ids1) == 32
 
 
-def _pretrain_worker(rank, world, out):
+def _pretrain_worker(rank, world, out, extra):
     from sdmp_fast.pretrain import main
-    return main(["--loader", "synthetic", "--out", f"{out}/r{rank}", "run.max_steps=1", "run.knn=false"])
+    return main(["--loader", "synthetic", "--out", out, "run.knn=false", "run.log_every=1", "data.batch_size=8",
+                 "method.hidden_dim=64", "method.out_dim=32"] + extra)
 
 
-def test_multi_process_pretraining_is_refused_until_ddp_exists(tmp_path, capfd):
-    assert launch(_pretrain_worker, world=2, args=(str(tmp_path),), timeout=90) == [2, 2]
-    assert not any(tmp_path.iterdir())  # nothing written
+def test_two_rank_pretraining_cli_rank0_writes(tmp_path):
+    """What torchrun runs, 2 gloo ranks in-process: both train; rank 0 alone writes logs, checkpoint, export."""
+    out = tmp_path / "run"
+    assert launch(_pretrain_worker, world=2, args=(str(out), ["run.max_steps=2"]), timeout=120) == [0, 0]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # one writer
+    ckpts = ckpt.list_checkpoints(out)
+    assert [c.name for c in ckpts] == [ckpt.checkpoint_path(out, 2).name] and (out / "backbone.pt").is_file()
+    state = torch.load(ckpts[0], weights_only=False)
+    assert state["world"] == 2 and len(state["rng_ranks"]) == 2
+    a, b = state["rng_ranks"]
+    assert torch.equal(a["shared"], b["shared"]) and not torch.equal(a["local"], b["local"])
+
+
+def test_config_error_stops_every_rank_without_a_hang(tmp_path):
+    # 6 / 2 ranks = 3 per rank: odd, SDMP cannot pair; both ranks must exit with the same error
+    out = tmp_path / "run"
+    assert launch(_pretrain_worker, world=2, args=(str(out), ["data.batch_size=6"]), timeout=90) == [2, 2]
+    assert not out.exists()
