@@ -2,6 +2,7 @@ import torch
 
 from distributed import launch
 from sdmp_fast import dist
+from sdmp_fast.datasets import DataError
 from sdmp_fast.engine import checkpoint as ckpt
 
 
@@ -12,7 +13,23 @@ def _worker(rank, world):
     res = resolve(load_config(overrides=["data.batch_size=8"]), num_samples=37, world=world, rank=rank)
     gathered = dist.all_gather_cat(torch.full((2, 3), float(rank)))
     token = dist.broadcast_object({"from": rank} if rank == 0 else None)
-    return {"local_batch": res.local_batch, "steps": res.steps_per_epoch, "gathered": gathered[:, 0].tolist(),
+    # differentiable sum: forward sums, backward sums every rank's gradient
+    x = torch.full((3,), float(rank + 1), requires_grad=True)
+    y = dist.all_reduce_sum_autograd(x)
+    (y * (rank + 1)).sum().backward()
+
+    def rank0_fails():
+        if dist.is_main():
+            raise DataError("no images in /data/x")
+        return "others ran"
+    try:
+        dist.main_first(rank0_fails)
+        failure = None
+    except DataError as e:
+        failure = str(e)
+    return {"sum": y.tolist(), "sum_grad": x.grad.tolist(), "failure": failure,
+            "first": dist.main_first(lambda: rank), "flag": dist.broadcast_flag(rank == 0),
+            "local_batch": res.local_batch, "steps": res.steps_per_epoch, "gathered": gathered[:, 0].tolist(),
             "token": token, "ids": rank_batches(37, 8, rank, world, seed=0, epoch=0),
             "max_flag": dist.all_reduce_max_int(rank * 5)}
 
@@ -31,6 +48,9 @@ def test_two_process_gloo_smoke():
     assert out[0]["gathered"] == out[1]["gathered"] == [0.0, 0.0, 1.0, 1.0]
     assert out[0]["token"] == out[1]["token"] == {"from": 0}
     assert out[0]["max_flag"] == out[1]["max_flag"] == 5
+    assert out[0]["sum"] == out[1]["sum"] == [3.0] * 3 and out[0]["sum_grad"] == out[1]["sum_grad"] == [3.0] * 3
+    assert out[0]["failure"] == out[1]["failure"] == "no images in /data/x"
+    assert [o["first"] for o in out] == [0, 1] and [o["flag"] for o in out] == [True, True]
     ids0 = {i for b in out[0]["ids"] for i in b}
     ids1 = {i for b in out[1]["ids"] for i in b}
     assert not ids0 & ids1 and len(ids0 | ids1) == 32

@@ -59,7 +59,8 @@ def test_load_backbone_errors(tmp_path):
 def test_mlp_heads_follow_mocov3():
     proj = build_mlp(3, 16, 32, 8, last_bn=True)
     kinds = [type(m).__name__ for m in proj]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    bn = "ChunkedSyncBatchNorm"
+    assert kinds == ["Linear", bn, "ReLU", "Linear", bn, "ReLU", "Linear", bn]
     assert not proj[-1].affine and all(not m.bias is not None for m in proj if isinstance(m, torch.nn.Linear))
     pred = build_mlp(2, 8, 32, 8, last_bn=False)
     assert type(pred[-1]).__name__ == "Linear"
