@@ -5,7 +5,8 @@
 
 With no arguments it trains the embedded default: MoCo v3 + SDMP, tiny ViT, Fashion-MNIST at 32 px,
 and ends by printing k-NN accuracy of the trained backbone beside the same backbone at random init.
-Multi-process runs (torchrun) are refused until DDP over the student lands (issue 6).
+Under ``torchrun --nproc_per_node N -m sdmp_fast.pretrain ...`` every process trains one rank (DDP;
+NCCL on GPUs, gloo on CPU); rank 0 alone writes the run directory and runs the k-NN report.
 """
 from __future__ import annotations
 
