@@ -11,3 +11,7 @@ LOADERS.register_lazy("torch", "loaders.torch_folder:build",
                       help="reference: ImageFolder-style reading, PIL decode, per-sample torch augmentation in workers (CPU)")
 LOADERS.register_lazy("synthetic", "loaders.synthetic:build",
                       help="random normalised views made on the training device (compute-only ceiling, tests)")
+LOADERS.register_lazy("dali", "loaders.dali:build",
+                      help="DALI: decode once, every view and augmentation in one pipeline (nvJPEG + GPU ops on a GPU, CPU ops otherwise)",
+                      install="pip install nvidia-dali-cuda130==2.4.0 "
+                              "(or make setup)")

@@ -118,7 +118,7 @@ class DINO(Method):
         if d.local_crops and d.local_size != d.image_size and fixed_size:
             raise ConfigError(f"model.backbone = {cfg.model.backbone!r} only takes {d.image_size} px inputs, but DINO's "
                               f"local crops are {d.local_size} px (data.local_size): use a DINO-form backbone "
-                              "(vit_tiny_p4_dino, vit_small_dino, vit_base_dino), whose position embedding is interpolated")
+                              "(vit_tiny_p4_dino, vit_tiny_p4_dyn, vit_small_dino, vit_base_dino), whose position embedding is interpolated")
         return cls(backbone, backbone.num_features, num_locals=cfg.data.local_crops, out_dim=m.dino_out_dim,
                    hidden_dim=m.dino_hidden_dim, bottleneck_dim=m.dino_bottleneck_dim,
                    norm_last_layer=m.norm_last_layer, student_temp=m.student_temp, teacher_temp=m.teacher_temp,

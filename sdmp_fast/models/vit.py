@@ -109,6 +109,23 @@ def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
     return _dino_vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
 
 
+@BACKBONES.register("vit_tiny_p4_dyn", help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
+                                              "patch projection) that also takes 16 px local crops (pos-embed "
+                                              "interpolated): the CPU DINO recipe's backbone")
+def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
+    """MoCo v3's stabilisers on a variable-size tiny ViT, for the short CPU DINO runs.
+
+    Decision (docs/method.md): with DINO's own form (learned position embedding and patch projection,
+    truncated-normal init) the tiny ViT did not learn within the CPU budget (k-NN at or below random
+    init in every recipe tried); with the fixed sin-cos table and frozen random patch projection it does.
+    The sin-cos table is stored in the (frozen) position embedding, which timm resamples for 16 px crops.
+    """
+    spec = BackboneSpec("vit_tiny_patch16_224", dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path,
+                                                     dynamic_img_size=True, patch_size=4, embed_dim=128, depth=4,
+                                                     num_heads=4))
+    return apply_mocov3_form(create_timm(spec))
+
+
 @BACKBONES.register("vit_small_dino", help="ViT-S/16, DINO form (6 heads, learned pos-embed interpolated for local crops, "
                                              "drop-path)")
 def vit_small_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:

@@ -1,0 +1,179 @@
+"""The DALI loader on CPU (device_id=None): the same graph that runs on a GPU with device="mixed".
+
+Pipelines are tiny and built per test (a build takes milliseconds); the folder fixtures are per module.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require
+from loaders.sharding import rank_batches
+from sdmp_fast.config import load_config
+from sdmp_fast.datasets import scan_folder
+from sdmp_fast.views import Recipe, ViewSpec, dino_recipe, eval_spec, mocov3_recipe
+
+pytestmark = pytest.mark.dali
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def dali():
+    require("nvidia.dali", "dali")
+    import loaders.dali as mod
+    return mod
+
+
+@pytest.fixture(scope="module")
+def split(image_folder):
+    return scan_folder(image_folder / "train")[0]
+
+
+@pytest.fixture(scope="module")
+def coord_split(tmp_path_factory):
+    """Images whose red channel encodes x and green channel y (0..255 across the image), 120 x 80 px."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("coords")
+    H, W = 80, 120
+    ys, xs = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    img = np.stack([xs * 255 / (W - 1), ys * 255 / (H - 1), np.full_like(xs, 128.0)], -1).round().astype(np.uint8)
+    (root / "c0").mkdir()
+    for i in range(64):
+        Image.fromarray(img).save(root / "c0" / f"{i:03d}.jpg", quality=98)
+    return scan_folder(root)[0]
+
+
+def _loader(dali, split, recipe, gb=8, rank=0, world=1, seed=0):
+    return dali.DaliLoader(split, recipe, gb, rank, world, CPU, seed=seed, threads=1)
+
+
+def _first(ld, epoch=0):
+    ld.set_epoch(epoch)
+    return next(iter(ld))
+
+
+def _plain(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.0):
+    """A view with only the crop (and optionally the flip): no colour, blur or solarize."""
+    return ViewSpec(size=size, scale=scale, ratio=ratio, flip_p=flip_p, jitter_p=0.0, gray_p=0.0)
+
+
+@pytest.mark.parametrize("kind", ["mocov3", "dino"])
+def test_views_follow_the_batch_contract_and_the_torch_loaders_sample_order(dali, split, kind):
+    recipe = (mocov3_recipe(32, 0.2, MEAN, STD) if kind == "mocov3"
+              else dino_recipe(32, 16, 4, (0.4, 1.0), (0.05, 0.4), MEAN, STD))
+    ld = _loader(dali, split, recipe, gb=8, rank=1, world=2)
+    assert len(ld) == len(split) // 8
+    ld.set_epoch(1)
+    batches = list(ld)
+    assert len(batches) == len(ld)
+    expected = rank_batches(len(split), 8, 1, 2, seed=0, epoch=1)
+    for b, ids in zip(batches, expected):
+        b.check()
+        assert b.index.tolist() == ids
+        assert b.label.tolist() == [split.samples[i][1] for i in ids]
+        assert [tuple(v.shape) for v in b.views] == [(4, 3, s, s) for s in recipe.sizes]
+        for v in b.views:
+            assert v.dtype == torch.float32 and v.is_contiguous(memory_format=torch.channels_last)
+            lo = min((0 - m) / s for m, s in zip(MEAN, STD))
+            hi = max((1 - m) / s for m, s in zip(MEAN, STD))
+            assert lo - 1e-4 <= float(v.min()) and float(v.max()) <= hi + 1e-4
+
+
+def test_deterministic_under_a_seed_and_resumable_at_a_step(dali, split):
+    recipe = mocov3_recipe(32, 0.2, MEAN, STD)
+    a, b, c = (_first(_loader(dali, split, recipe, seed=s)) for s in (3, 3, 4))
+    assert all(torch.equal(x, y) for x, y in zip(a.views, b.views)) and torch.equal(a.index, b.index)
+    assert not torch.equal(a.index, c.index)
+    ld = _loader(dali, split, recipe, seed=3)
+    ld.set_epoch(0, start_step=2)
+    assert next(iter(ld)).index.tolist() == rank_batches(len(split), 8, 0, 1, seed=3, epoch=0)[2]
+
+
+def test_several_epochs_in_a_row(dali, split):
+    ld = _loader(dali, split, mocov3_recipe(16, 0.2, MEAN, STD))
+    seen = []
+    for epoch in range(3):
+        ld.set_epoch(epoch)
+        ids = [i for b in ld for i in b.index.tolist()]
+        assert len(ids) == len(ld) * 8 and len(set(ids)) == len(ids)
+        seen.append(ids)
+    assert seen[0] != seen[1] != seen[2]
+
+
+def _crop_boxes(view: torch.Tensor, recipe: Recipe):
+    """Per sample: (width fraction, height fraction, mean dx sign) of the source box read from the pixels."""
+    x = view * torch.tensor(recipe.std).view(1, 3, 1, 1) + torch.tensor(recipe.mean).view(1, 3, 1, 1)
+    r, g = x[:, 0] * 255, x[:, 1] * 255          # [B, s, s]: encoded x and y
+    s = view.shape[-1]
+    # the crop maps s output pixels onto the box: the gradient across the view gives the box size
+    wf = (r[:, :, -1] - r[:, :, 0]).abs().mean(1) / 255 * s / (s - 1)
+    hf = (g[:, -1, :] - g[:, 0, :]).mean(1) / 255 * s / (s - 1)
+    flipped = (r[:, :, -1] - r[:, :, 0]).mean(1) < 0
+    return wf, hf, flipped
+
+
+def test_crop_scale_and_aspect_ranges(dali, coord_split):
+    scale, ratio = (0.25, 0.6), (0.75, 1.333)
+    recipe = Recipe("t", (_plain(32, scale, ratio),), MEAN, STD)
+    ld = _loader(dali, coord_split, recipe, gb=64)
+    wf, hf, flipped = _crop_boxes(_first(ld).views[0], recipe)
+    area = wf * hf
+    aspect = (wf * 120) / (hf * 80)
+    assert not flipped.any()
+    # JPEG and the resize filter blur the encoded coordinates by a few levels: small tolerances
+    assert float(area.min()) >= scale[0] - 0.04 and float(area.max()) <= scale[1] + 0.04
+    assert float(aspect.min()) >= ratio[0] - 0.06 and float(aspect.max()) <= ratio[1] + 0.08
+    assert float(area.max() - area.min()) > 0.15  # the range is used, not one fixed box
+
+
+def test_flip_frequency(dali, coord_split):
+    recipe = Recipe("t", (_plain(16, (0.9, 1.0), flip_p=0.5),) * 4, MEAN, STD)
+    views = _first(_loader(dali, coord_split, recipe, gb=64)).views
+    rate = float(torch.cat([_crop_boxes(v, recipe)[2] for v in views]).float().mean())
+    assert 0.38 <= rate <= 0.62  # 256 coins: 5 standard deviations
+
+
+def test_statistics_close_to_the_torch_loader(dali, split):
+    from loaders.torch_folder import FolderLoader
+    recipe = mocov3_recipe(32, 0.2, MEAN, STD)
+    out = {}
+    for name, ld in (("dali", _loader(dali, split, recipe, gb=12)),
+                     ("torch", FolderLoader(split, recipe, 12, 0, 1, CPU, seed=0, num_workers=0))):
+        ld.set_epoch(0)
+        views = torch.cat([torch.cat(b.views) for b in ld])
+        out[name] = (views.mean(dim=(0, 2, 3)), views.std(dim=(0, 2, 3)))
+    assert torch.allclose(out["dali"][0], out["torch"][0], atol=0.15), out
+    assert torch.allclose(out["dali"][1], out["torch"][1], rtol=0.15), out
+
+
+def test_eval_batches_are_deterministic_and_complete(dali, split):
+    idx = list(range(0, len(split), 2))
+    spec = eval_spec(32)
+    a = list(dali.eval_batches(split, idx, spec, MEAN, STD, batch_size=5, threads=1))
+    b = list(dali.eval_batches(split, idx, spec, MEAN, STD, batch_size=5, threads=1))
+    assert sum(x.shape[0] for x, _ in a) == len(idx) and a[0][0].shape[1:] == (3, 32, 32)
+    assert torch.equal(torch.cat([y for _, y in a]), torch.tensor([split.samples[i][1] for i in idx]))
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+
+
+def test_fp16_needs_a_gpu_and_bad_sizes_are_refused(dali, split):
+    from sdmp_fast.datasets import DataError
+    with pytest.raises(DataError, match="dali_fp16 needs a CUDA"):
+        dali.DaliLoader(split, mocov3_recipe(32, 0.2, MEAN, STD), 8, 0, 1, CPU, fp16=True)
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        dali.DaliLoader(split, mocov3_recipe(32, 0.2, MEAN, STD), 4096, 0, 1, CPU)
+
+
+@pytest.mark.parametrize("extra", [
+    ["sdmp.enabled=true"],
+    ["method.name=dino", "model.backbone=vit_tiny_p4_dyn", "data.local_crops=2", "method.dino_out_dim=64",
+     "method.dino_hidden_dim=64", "method.dino_bottleneck_dim=32"],
+], ids=["mocov3_sdmp", "dino_sdmp"])
+def test_two_step_cli_runs(dali, image_folder, tmp_path, extra):
+    from sdmp_fast.pretrain import run
+    root = Path(__file__).resolve().parents[2]
+    summary = run(["--config", str(root / "configs" / "smoke.yaml"), "--loader", "dali", "--data", str(image_folder),
+                   "--out", str(tmp_path / "run"), "data.dali_threads=1", *extra], progress=False)
+    assert summary["steps"] == 2 and load_config(None, []).data.loader == "torch"
