@@ -7,9 +7,9 @@ export PYTHONUNBUFFERED := 1
 setup:
 	@bash scripts/setup.sh
 
-## The main job on the embedded default (Fashion-MNIST, MoCo v3 + SDMP, tiny ViT); ARGS adds overrides.
+## The main job on the embedded default (Fashion-MNIST, MoCo v3 + SDMP, tiny ViT) with the DALI loader; ARGS adds overrides.
 pretrain: setup
-	$(PY) -m sdmp_fast.pretrain $(ARGS)
+	$(PY) -m sdmp_fast.pretrain --loader dali $(ARGS)
 
 ## The test suite. SDMP_REQUIRE makes a broken DALI/FFCV install fail instead of skipping their tests.
 test: setup

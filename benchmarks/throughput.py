@@ -35,14 +35,22 @@ SECTIONS = ("loaders", "mixing", "step")
 
 # ----------------------------------------------------------------------------- loaders
 
-def bench_loaders(device: torch.device, data: str | None, images: int, batch: int, workers: int, size: int) -> list[dict]:
+def bench_loaders(device: torch.device, data: str | None, images: int, batch: int, workers: int, size: int,
+                  local_size: int = 96, local_crops: int = 8) -> list[dict]:
+    """images/s of every loader for MoCo v3's two views and DINO's multi-crop, same CPU threads for each."""
+    import importlib.util
+
     import loaders  # noqa: F401
     from sdmp_fast.config import load_config
     from sdmp_fast.datasets import scan_folder, write_jpeg_folder
     from sdmp_fast.registry import LOADERS
-    from sdmp_fast.views import mocov3_recipe
-    cfg = load_config(overrides={"data.batch_size": batch, "data.num_workers": workers, "data.image_size": size})
-    recipe = mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std)
+    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    cfg = load_config(overrides={"data.batch_size": batch, "data.num_workers": workers, "data.image_size": size,
+                                 "data.dali_threads": workers})
+    recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std),
+               f"dino 2x{size} + {local_crops}x{local_size}": dino_recipe(size, local_size, local_crops, (0.4, 1.0),
+                                                                       (0.05, 0.4), cfg.data.mean, cfg.data.std)}
+    names = ["synthetic", "torch"] + [n for n, mod in (("dali", "nvidia.dali"),) if importlib.util.find_spec(mod)]
     tmp = None
     if data is None:
         tmp = tempfile.TemporaryDirectory()
@@ -55,24 +63,27 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
         source = str(root)
     split, _ = scan_folder(root)
     rows = []
-    for name in ("synthetic", "torch"):
-        kwargs = {} if name == "synthetic" else {"split": split}
-        ld = LOADERS.build(name, cfg, recipe, rank=0, world=1, device=device, **kwargs)
-        ld.set_epoch(0)
-        it = iter(ld)
-        next(it)  # start-up (worker spawn, first decode) is not throughput
-        sync(device)
-        t, n = time.perf_counter(), 0
-        for b in it:
-            n += b.size
-            if n >= images:  # same image count for every loader (synthetic epochs are long)
-                break
-        sync(device)
-        secs = time.perf_counter() - t
-        rows.append({"loader": name, "recipe": "mocov3 two-view", "size": size, "batch": batch, "workers": workers,
-                     "images": n, "seconds": round(secs, 3), "images_per_s": round(n / max(secs, 1e-9), 1),
-                     "source": "random tensors on device" if name == "synthetic" else source})
-        del it, ld
+    for recipe_name, recipe in recipes.items():
+        for name in names:
+            kwargs = {} if name == "synthetic" else {"split": split}
+            ld = LOADERS.build(name, cfg, recipe, rank=0, world=1, device=device, **kwargs)
+            ld.set_epoch(0)
+            it = iter(ld)
+            next(it)  # start-up (worker spawn, pipeline build, first decode) is not throughput
+            sync(device)
+            t, n = time.perf_counter(), 0
+            for b in it:
+                n += b.size
+                if n >= images:  # same image count for every loader (synthetic epochs are long)
+                    break
+            sync(device)
+            secs = time.perf_counter() - t
+            rows.append({"loader": name, "recipe": recipe_name, "size": size, "batch": batch,
+                         "cpu_workers": workers, "images": n, "seconds": round(secs, 3),
+                         "images_per_s": round(n / max(secs, 1e-9), 1),
+                         "source": "random tensors on device" if name == "synthetic" else source})
+            print(f"  loader {name:9s} {recipe_name:24s} {rows[-1]['images_per_s']:8.1f} img/s", file=sys.stderr)
+            del it, ld
     if tmp is not None:
         tmp.cleanup()
     return rows
@@ -191,7 +202,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(out["env"]))
     if "loaders" in only:
         size, batch = (64, 16) if args.quick else (224, 32)
-        out["results"]["loaders"] = bench_loaders(device, args.data, 64 if args.quick else args.images, batch, args.workers, size)
+        out["results"]["loaders"] = bench_loaders(device, args.data, 64 if args.quick else args.images, batch,
+                                                  args.workers, size, local_size=size * 96 // 224)
+        rate = {(r["loader"], r["recipe"]): r["images_per_s"] for r in out["results"]["loaders"]}
+        for (name, recipe), v in rate.items():
+            if name == "dali" and rate.get(("torch", recipe)):
+                print(f"  dali / torch, {recipe}: {v / rate[('torch', recipe)]:.2f}x", file=sys.stderr)
     if "mixing" in only:
         batch, size = (16, 64) if args.quick else (256, 224)
         out["results"]["mixing"] = bench_mixing(device, batch, size, iters=3 if args.quick else (20 if gpu else 5))
