@@ -47,6 +47,7 @@ stream, overlapped with DALI's prefetching of the next batches).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -155,6 +156,18 @@ def train_graph(files: list, ids: list, specs: tuple, mean: tuple, std: tuple, g
 
 
 @pipeline_def(enable_conditionals=False)
+def shard_graph(tars: list, indices: list, shard_id: int, num_shards: int, initial_fill: int, specs: tuple,
+                mean: tuple, std: tuple, gpu: bool, fp16: bool, hw_decoder_load: float):
+    """WebDataset shards (``loaders/shards.py``): this rank's contiguous 1/world, buffer-shuffled; views, ids, labels."""
+    encoded, label, index = fn.readers.webdataset(
+        paths=tars, index_paths=indices, ext=["img", "cls", "idx"], dtypes=[types.UINT8, types.INT32, types.INT32],
+        shard_id=shard_id, num_shards=num_shards, random_shuffle=True, initial_fill=initial_fill,
+        pad_last_batch=True, missing_component_behavior="error", name="Reader")
+    img = _decode(encoded, gpu, hw_decoder_load)
+    return tuple(augment_view(img, s, mean, std, fp16) for s in specs) + (index, label)
+
+
+@pipeline_def(enable_conditionals=False)
 def eval_graph(files: list, ids: list, spec: EvalSpec, mean: tuple, std: tuple, gpu: bool, hw_decoder_load: float):
     jpegs, index = fn.readers.file(files=files, labels=ids, random_shuffle=False, pad_last_batch=True, name="Reader")
     return eval_view(_decode(jpegs, gpu, hw_decoder_load), spec, mean, std), index
@@ -174,24 +187,40 @@ def _as_batch_views(out: dict, names: list[str], device: torch.device) -> list[t
 
 
 class DaliLoader:
-    """Training loader over a scanned :class:`Split`; yields :class:`Batch` on ``device``."""
+    """Training loader over a scanned :class:`Split`, or WebDataset shards (``manifest``: ``shards.read_manifest``).
 
-    def __init__(self, split: Split, recipe: Recipe, global_batch: int, rank: int, world: int,
+    Shards are read the way DALI reads tar files: rank r takes the r-th contiguous 1/world of the samples
+    (``shard_id``/``num_shards``) every epoch and shuffles them through a buffer of ``shuffle_buffer``
+    samples seeded per (seed, rank, epoch), not by the global permutation of the folder path; every rank
+    still runs floor(samples / global batch) steps. Resuming mid-epoch re-reads and drops the batches
+    before the start step (the same samples and draws as an uninterrupted run).
+    """
+
+    def __init__(self, split: Split | None, recipe: Recipe, global_batch: int, rank: int, world: int,
                  device: torch.device, seed: int = 0, threads: int = 0, prefetch: int = 2,
-                 hw_decoder_load: float = 0.65, fp16: bool = False):
-        self.split, self.recipe, self.device = split, recipe, torch.device(device)
+                 hw_decoder_load: float = 0.65, fp16: bool = False, manifest: dict | None = None,
+                 shuffle_buffer: int = 4096):
+        if (split is None) == (manifest is None):
+            raise ValueError("DaliLoader reads either a folder split or a shard manifest")
+        self.split, self.manifest, self.recipe, self.device = split, manifest, recipe, torch.device(device)
         self.global_batch, self.batch_size = global_batch, global_batch // world
         self.rank, self.world, self.seed = rank, world, seed
-        self.num_samples, self.num_classes = len(split), len(split.classes)
-        if steps_per_epoch(len(split), global_batch) < 1:
-            raise DataError(f"{split.root}: {len(split)} images are fewer than one global batch ({global_batch}); "
+        self.shuffle_buffer = shuffle_buffer
+        if split is not None:
+            self.num_samples, self.num_classes, where = len(split), len(split.classes), split.root
+        else:
+            self.num_samples, self.num_classes = manifest["num_samples"], len(manifest["classes"])
+            where = Path(manifest["tars"][0]).parent
+        if steps_per_epoch(self.num_samples, global_batch) < 1:
+            raise DataError(f"{where}: {self.num_samples} images are fewer than one global batch ({global_batch}); "
                             "lower data.batch_size")
         if fp16 and self.device.type != "cuda":
             raise DataError("data.dali_fp16 needs a CUDA training device (the CPU step runs in float32)")
         self.threads, self.prefetch = threads or default_threads(), prefetch
         self.hw_decoder_load, self.fp16 = hw_decoder_load, fp16
-        self.files = [p for p, _ in split.samples]
-        self.labels = torch.as_tensor(split.labels)
+        if split is not None:
+            self.files = [p for p, _ in split.samples]
+            self.labels = torch.as_tensor(split.labels)
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -205,8 +234,16 @@ class DaliLoader:
         return [i for b in rank_batches(self.num_samples, self.global_batch, self.rank, self.world, self.seed,
                                         self.epoch, self.start) for i in b]
 
-    def _pipeline(self, ids: list[int]):
+    def _pipeline(self, ids: list[int] | None):
         gpu = self.device.type == "cuda"
+        common = dict(specs=self.recipe.views, mean=self.recipe.mean, std=self.recipe.std, gpu=gpu, fp16=self.fp16,
+                      hw_decoder_load=self.hw_decoder_load, batch_size=self.batch_size, num_threads=self.threads,
+                      device_id=_device_id(self.device), prefetch_queue_depth=self.prefetch)
+        if ids is None:
+            per_rank = self.num_samples // self.world
+            return shard_graph(tars=self.manifest["tars"], indices=self.manifest["indices"], shard_id=self.rank,
+                               num_shards=self.world, initial_fill=max(1, min(self.shuffle_buffer, per_rank)),
+                               seed=pipeline_seed(self.seed, self.rank, self.epoch, 0), **common)
         return train_graph(files=[self.files[i] for i in ids], ids=ids, specs=self.recipe.views,
                            mean=self.recipe.mean, std=self.recipe.std, gpu=gpu, fp16=self.fp16,
                            hw_decoder_load=self.hw_decoder_load, batch_size=self.batch_size,
@@ -215,18 +252,26 @@ class DaliLoader:
                            prefetch_queue_depth=self.prefetch)
 
     def __iter__(self) -> Iterator[Batch]:
-        ids = self.sample_ids()
-        if not ids:
+        steps = len(self) - self.start
+        if steps <= 0:
             return
+        ids = self.sample_ids() if self.split is not None else None
         names = [f"view{v}" for v in range(len(self.recipe.views))]
-        it = DALIGenericIterator(self._pipeline(ids), output_map=names + ["index"], reader_name="Reader",
+        extra = ["index"] if ids is not None else ["index", "label"]
+        it = DALIGenericIterator(self._pipeline(ids), output_map=names + extra, reader_name="Reader",
                                  last_batch_policy=LastBatchPolicy.DROP, auto_reset=False)
+        skip = self.start if ids is None else 0   # shards: replay the epoch's first batches on resume
         try:
-            for out in it:
+            for n, out in enumerate(it):
+                if n < skip:
+                    continue
+                if n - skip >= steps:
+                    break
                 out = out[0]
                 index = out["index"].view(-1).long().cpu()
+                label = self.labels[index] if ids is not None else out["label"].view(-1).long().cpu()
                 yield Batch(views=_as_batch_views(out, names, self.device), index=index.to(self.device),
-                            label=self.labels[index].to(self.device))
+                            label=label.to(self.device))
         finally:
             del it
 
@@ -255,10 +300,16 @@ def eval_batches(split: Split, indices: Sequence[int], spec: EvalSpec, mean, std
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> DaliLoader:
     """Build the DALI loader for ``split`` (default: the training split of ``data.path``)."""
-    if split is None:
+    d = cfg.data
+    manifest = None
+    if d.format == "webdataset":
+        from .shards import read_manifest
+        if not d.path:
+            raise DataError("data.format = 'webdataset' needs data.path: the output folder of `python -m loaders.shards`")
+        manifest, split = read_manifest(Path(d.path) / "train"), None
+    elif split is None:
         from sdmp_fast.pretrain import load_splits
         split = load_splits(cfg)[0]
-    d = cfg.data
     return DaliLoader(split, recipe, d.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
                       threads=d.dali_threads, prefetch=d.dali_prefetch, hw_decoder_load=d.dali_hw_decoder_load,
-                      fp16=d.dali_fp16)
+                      fp16=d.dali_fp16, manifest=manifest)

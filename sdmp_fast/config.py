@@ -33,7 +33,8 @@ def _choices(*names: str) -> dict:
 @dataclass(frozen=True)
 class DataConfig:
     loader: str = field(default="torch", metadata={"help": "loader name (see --help for the registered ones)"})
-    path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST"})
+    format: str = field(default="folder", metadata={"help": "folder (ImageNet-style) or webdataset (tar shards written by python -m loaders.shards; dali loader only)"})
+    path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
     cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
     batch_size: int = field(default=64, metadata={"help": "global batch size (all ranks together); must be even per rank (SDMP pairs row i with row B-1-i)"})
     image_size: int = field(default=32, metadata={"help": "side of the global views in pixels"})
@@ -323,6 +324,12 @@ def validate(cfg: Config) -> None:
     for key, (lo, hi) in (("data.global_scale", d.global_scale), ("data.local_scale", d.local_scale)):
         need(0 < lo <= hi <= 1, f"{key} = {[lo, hi]}: need 0 < low <= high <= 1 (area fractions)")
     need(d.local_crops >= 0, f"data.local_crops = {d.local_crops}: must be >= 0")
+    need(d.format in ("folder", "webdataset"), f"data.format = {d.format!r}: choose folder or webdataset")
+    need(d.format == "folder" or d.loader == "dali",
+         f"data.format = 'webdataset' is read by the dali loader only, not data.loader = {d.loader!r}; use --loader dali")
+    need(d.format == "folder" or not cfg.run.knn,
+         "run.knn reads the k-NN bank and queries from an image folder; with data.format = 'webdataset' set "
+         "run.knn=false (and evaluate the exported backbone on a folder)")
     need(d.dali_threads >= 0, f"data.dali_threads = {d.dali_threads}: must be >= 0 (0 = all available cores)")
     need(d.dali_prefetch >= 1, f"data.dali_prefetch = {d.dali_prefetch}: must be >= 1")
     need(0 <= d.dali_hw_decoder_load <= 1, f"data.dali_hw_decoder_load = {d.dali_hw_decoder_load}: must be in [0, 1]")

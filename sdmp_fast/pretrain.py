@@ -177,8 +177,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
 
     torch.manual_seed(cfg.run.seed)  # identical initialisation on every rank
     train_split = val_split = None
-    data_name = "synthetic"
-    if cfg.data.loader not in FOLDERLESS_LOADERS:
+    data_name = "synthetic" if cfg.data.loader in FOLDERLESS_LOADERS else f"shards in {cfg.data.path}"
+    if cfg.data.loader not in FOLDERLESS_LOADERS and cfg.data.format == "folder":
         train_split, val_split, data_name = load_splits(cfg)
     recipe = method_recipe(cfg)
     backbone = build_backbone(cfg)
