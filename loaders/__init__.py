@@ -15,3 +15,6 @@ LOADERS.register_lazy("dali", "loaders.dali:build",
                       help="DALI: decode once, every view and augmentation in one pipeline (nvJPEG + GPU ops on a GPU, CPU ops otherwise)",
                       install="pip install nvidia-dali-cuda130==2.4.0 "
                               "(or make setup)")
+LOADERS.register_lazy("nvjpeg", "loaders.nvjpeg:build",
+                      help="batched torchvision decode_jpeg (nvJPEG on a GPU, CPU otherwise) + batched augmentation "
+                           "(sdmp_fast.augment) on the device; no DALI needed")

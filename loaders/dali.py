@@ -311,5 +311,5 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
         from sdmp_fast.pretrain import load_splits
         split = load_splits(cfg)[0]
     return DaliLoader(split, recipe, d.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
-                      threads=d.dali_threads, prefetch=d.dali_prefetch, hw_decoder_load=d.dali_hw_decoder_load,
+                      threads=d.dali_threads, prefetch=d.prefetch, hw_decoder_load=d.dali_hw_decoder_load,
                       fp16=d.dali_fp16, manifest=manifest)

@@ -41,7 +41,7 @@ class DataConfig:
     crop_min: float = field(default=0.2, metadata={"help": "lower bound of RandomResizedCrop's area fraction (MoCo v3: 0.08 for ViT, 0.2 for ResNet-50 short runs)"})
     num_workers: int = field(default=2, metadata={"help": "loader worker processes per rank (0 = load in the main process)"})
     dali_threads: int = field(default=0, metadata={"help": "DALI: CPU worker threads per rank; 0 = the cores this process may use"})
-    dali_prefetch: int = field(default=2, metadata={"help": "DALI: batches prepared ahead (prefetch_queue_depth)"})
+    prefetch: int = field(default=2, metadata={"help": "batches prepared ahead: DALI's prefetch_queue_depth, the nvjpeg loader's queue"})
     dali_hw_decoder_load: float = field(default=0.65, metadata={"help": "DALI on a GPU: share of the JPEG decoding given to the hardware decoder, where the GPU has one"})
     dali_fp16: bool = field(default=False, metadata={"help": "DALI on a GPU: emit float16 views (half the copy; autocast casts them); the CPU step needs float32"})
     skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
@@ -331,7 +331,7 @@ def validate(cfg: Config) -> None:
          "run.knn reads the k-NN bank and queries from an image folder; with data.format = 'webdataset' set "
          "run.knn=false (and evaluate the exported backbone on a folder)")
     need(d.dali_threads >= 0, f"data.dali_threads = {d.dali_threads}: must be >= 0 (0 = all available cores)")
-    need(d.dali_prefetch >= 1, f"data.dali_prefetch = {d.dali_prefetch}: must be >= 1")
+    need(d.prefetch >= 1, f"data.prefetch = {d.prefetch}: must be >= 1")
     need(0 <= d.dali_hw_decoder_load <= 1, f"data.dali_hw_decoder_load = {d.dali_hw_decoder_load}: must be in [0, 1]")
     need(d.local_size >= 8, f"data.local_size = {d.local_size}: must be at least 8 pixels")
     need(0 <= cfg.model.drop_path < 1, f"model.drop_path = {cfg.model.drop_path}: must be in [0, 1)")

@@ -1,0 +1,101 @@
+"""The nvjpeg loader on CPU (decode_jpeg on the CPU device: the same code path as nvJPEG) and, marked gpu, on CUDA."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from loaders.nvjpeg import NvjpegLoader, cpu_path_files, jpeg_components
+from loaders.sharding import rank_batches
+from sdmp_fast.datasets import DataError, Split, scan_folder
+from sdmp_fast.views import dino_recipe, mocov3_recipe
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def odd_folder(tmp_path_factory):
+    """RGB, grayscale and CMYK JPEGs and a PNG named .jpg, of different sizes."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("odd")
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir()
+        for i in range(4):
+            arr = rng.integers(0, 255, (20 + 7 * i, 30 - 3 * i, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"rgb{i}.jpg", quality=90)
+        Image.fromarray(arr[..., 0]).save(root / c / "gray.jpg", quality=90)
+        Image.fromarray(arr).convert("CMYK").save(root / c / "cmyk.jpg", quality=90)
+        Image.fromarray(arr).save(root / c / "png.jpg", format="PNG")
+    return scan_folder(root)[0]
+
+
+def test_header_index_sends_cmyk_and_non_jpeg_to_the_cpu_path(odd_folder, tmp_path):
+    heads = {Path(p).name: jpeg_components(Path(p).read_bytes()) for p, _ in odd_folder.samples}
+    assert heads["rgb0.jpg"] == 3 and heads["gray.jpg"] == 1 and heads["cmyk.jpg"] == 4 and heads["png.jpg"] == 0
+    ids = cpu_path_files(odd_folder, tmp_path)
+    assert {Path(odd_folder.samples[i][0]).name for i in ids} == {"cmyk.jpg", "png.jpg"} and len(ids) == 4
+    assert cpu_path_files(odd_folder, tmp_path) == ids and list(tmp_path.glob("nvjpeg_index_*.json"))
+
+
+@pytest.mark.parametrize("kind", ["mocov3", "dino"])
+def test_batches_follow_the_contract_with_mixed_sizes_and_formats(odd_folder, tmp_path, kind):
+    recipe = (mocov3_recipe(16, 0.2, MEAN, STD) if kind == "mocov3"
+              else dino_recipe(16, 8, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD))
+    ld = NvjpegLoader(odd_folder, recipe, 4, 1, 2, CPU, seed=0, cache_dir=tmp_path)
+    ld.set_epoch(2)
+    batches = list(ld)
+    assert len(batches) == len(ld) == len(odd_folder) // 4
+    for b, ids in zip(batches, rank_batches(len(odd_folder), 4, 1, 2, seed=0, epoch=2)):
+        b.check()
+        assert b.index.tolist() == ids and b.label.tolist() == [odd_folder.samples[i][1] for i in ids]
+        assert [tuple(v.shape) for v in b.views] == [(2, 3, s, s) for s in recipe.sizes]
+    again = NvjpegLoader(odd_folder, recipe, 4, 1, 2, CPU, seed=0, cache_dir=tmp_path)
+    again.set_epoch(2, start_step=1)  # resume: the same batches from step 1
+    assert all(torch.equal(x, y) for x, y in zip(next(iter(again)).views, batches[1].views))
+
+
+def test_a_corrupt_jpeg_is_named(tmp_path):
+    (tmp_path / "c").mkdir()
+    good = tmp_path / "c" / "good.jpg"
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    bad = tmp_path / "c" / "bad.jpg"
+    bad.write_bytes(good.read_bytes()[:40] + b"\x00" * 50)
+    split = Split(root=tmp_path, classes=("c",), samples=((str(good), 0), (str(bad), 0)))
+    ld = NvjpegLoader(split, mocov3_recipe(8, 0.2, MEAN, STD), 2, 0, 1, CPU, seed=0)
+    with pytest.raises(DataError, match="bad.jpg"):
+        next(iter(ld))
+
+
+@pytest.mark.parametrize("extra", [["sdmp.enabled=true"],
+                                   ["method.name=dino", "model.backbone=vit_tiny_p4_dyn", "data.local_crops=2",
+                                    "method.dino_out_dim=64", "method.dino_hidden_dim=64",
+                                    "method.dino_bottleneck_dim=32", "sdmp.enabled=true"]], ids=["mocov3_sdmp", "dino_sdmp"])
+def test_two_step_cli_runs(image_folder, tmp_path, extra):
+    from sdmp_fast.pretrain import run
+    smoke = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
+    summary = run(["--config", smoke, "--loader", "nvjpeg", "--data", str(image_folder), "--out", str(tmp_path / "r"),
+                   *extra], progress=False)
+    assert summary["steps"] == 2
+
+
+@pytest.mark.gpu
+def test_cuda_decode_path(image_folder, tmp_path):
+    split = scan_folder(image_folder / "train")[0]
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    recipe = dino_recipe(32, 16, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    ld = NvjpegLoader(split, recipe, 8, 0, 1, cuda, seed=0, cache_dir=tmp_path)
+    ld.set_epoch(0)
+    batches = list(ld)
+    assert len(batches) == len(ld)
+    for b in batches:
+        b.check()
+        assert all(v.device.type == "cuda" for v in b.views)
+    cpu = NvjpegLoader(split, recipe, 8, 0, 1, CPU, seed=0, cache_dir=tmp_path)
+    cpu.set_epoch(0)
+    ref = next(iter(cpu))
+    assert torch.equal(ref.index, batches[0].index.cpu())
+    for g, c in zip(batches[0].views, ref.views):  # other generator (device RNG), same distribution
+        assert abs(float(g.float().mean()) - float(c.mean())) < 0.5
