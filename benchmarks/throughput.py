@@ -1,9 +1,12 @@
 """Throughput benchmarks: the one entry point.
 
-    python benchmarks/throughput.py [--only loaders,mixing,step] [--device auto|cpu|cuda] [--json PATH]
+    python benchmarks/throughput.py [--only loaders,augment,mixing,step] [--device auto|cpu|cuda] [--json PATH]
 
-* ``loaders``: images/s of each available loader for the MoCo v3 two-view recipe (224 px), on a
-  generated ImageNet-like JPEG set (about 500x375, quality 90, textured) or on ``--data``.
+* ``loaders``: images/s of each available loader (synthetic, torch, nvjpeg, dali) for the MoCo v3
+  two-view recipe (224 px) and DINO's multi-crop (2 x 224 + 8 x 96), with the same CPU threads/workers,
+  on a generated ImageNet-like JPEG set (about 500x375, quality 90, textured) or on ``--data``.
+* ``augment``: ``sdmp_fast.augment`` (sample + apply, batched) on decoded images against the per-sample
+  torchvision ops of the reference loader, for both recipes.
 * ``mixing``: batched ``sdmp_fast.mixing.mix`` against a per-sample loop in the official code's style
   (per-sample box, F.interpolate per sample, a host round-trip per sample), and against ``x.clone()``.
 * ``step``: training-step time of each method (MoCo v3; DINO with the same multi-crop views) with and
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.timing import env_record, sync, time_fn, write_json  # noqa: E402
 
-SECTIONS = ("loaders", "mixing", "step")
+SECTIONS = ("loaders", "augment", "mixing", "step")
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -50,7 +53,7 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
     recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std),
                f"dino 2x{size} + {local_crops}x{local_size}": dino_recipe(size, local_size, local_crops, (0.4, 1.0),
                                                                        (0.05, 0.4), cfg.data.mean, cfg.data.std)}
-    names = ["synthetic", "torch"] + [n for n, mod in (("dali", "nvidia.dali"),) if importlib.util.find_spec(mod)]
+    names = ["synthetic", "torch", "nvjpeg"] + [n for n, mod in (("dali", "nvidia.dali"),) if importlib.util.find_spec(mod)]
     tmp = None
     if data is None:
         tmp = tempfile.TemporaryDirectory()
@@ -86,6 +89,43 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
             del it, ld
     if tmp is not None:
         tmp.cleanup()
+    return rows
+
+
+# ----------------------------------------------------------------------------- augment
+
+def bench_augment(device: torch.device, batch: int, size: int, local_size: int, iters: int) -> list[dict]:
+    """Batched sdmp_fast.augment vs the reference loader's per-sample torchvision ops, on decoded images."""
+    from loaders.torch_folder import apply_view, sample_generator
+    from sdmp_fast.augment import apply_views, sample_view_params
+    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    g = torch.Generator().manual_seed(0)
+    hw = [(375, 500), (500, 375), (333, 500), (360, 480)]
+    imgs = [torch.randint(0, 256, (3, *hw[i % 4]), generator=g, dtype=torch.uint8) for i in range(batch)]
+    canvas = torch.zeros(batch, 3, 500, 500, dtype=torch.uint8)
+    for b, x in enumerate(imgs):
+        canvas[b, :, :x.shape[1], :x.shape[2]] = x
+    sizes = torch.tensor([list(x.shape[1:]) for x in imgs])
+    canvas, sizes = canvas.to(device), sizes.to(device)
+    rows = []
+    recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, mean, std),
+               f"dino 2x{size} + 8x{local_size}": dino_recipe(size, local_size, 8, (0.4, 1.0), (0.05, 0.4), mean, std)}
+    for name, recipe in recipes.items():
+        gen = torch.Generator(device=device).manual_seed(0)
+        batched = time_fn(lambda: apply_views(canvas, sizes, sample_view_params(recipe, sizes, gen), recipe),
+                          device, iters=iters, warmup=1)["median_s"]
+        m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+        def per_sample():
+            for i, x in enumerate(imgs):
+                gi = sample_generator(0, 0, i)
+                [apply_view(x, spec, gi, m, s) for spec in recipe.views]
+        loop = time_fn(per_sample, torch.device("cpu"), iters=max(1, iters // 2), warmup=0)["median_s"]
+        rows.append({"recipe": name, "batch": batch, "size": size, "batched_ms": round(batched * 1e3, 2),
+                     "per_sample_torchvision_ms": round(loop * 1e3, 2), "speedup": round(loop / batched, 2),
+                     "images_per_s_batched": round(batch / batched, 1)})
+        print(f"  augment {name:24s} batched {batched * 1e3:8.1f} ms  per-sample {loop * 1e3:8.1f} ms", file=sys.stderr)
     return rows
 
 
@@ -206,8 +246,11 @@ def main(argv: list[str] | None = None) -> dict:
                                                   args.workers, size, local_size=size * 96 // 224)
         rate = {(r["loader"], r["recipe"]): r["images_per_s"] for r in out["results"]["loaders"]}
         for (name, recipe), v in rate.items():
-            if name == "dali" and rate.get(("torch", recipe)):
-                print(f"  dali / torch, {recipe}: {v / rate[('torch', recipe)]:.2f}x", file=sys.stderr)
+            if name in ("dali", "nvjpeg") and rate.get(("torch", recipe)):
+                print(f"  {name} / torch, {recipe}: {v / rate[('torch', recipe)]:.2f}x", file=sys.stderr)
+    if "augment" in only:
+        batch, size = (8, 64) if args.quick else ((256 if gpu else 32), 224)
+        out["results"]["augment"] = bench_augment(device, batch, size, size * 96 // 224, iters=2 if args.quick else 5)
     if "mixing" in only:
         batch, size = (16, 64) if args.quick else (256, 224)
         out["results"]["mixing"] = bench_mixing(device, batch, size, iters=3 if args.quick else (20 if gpu else 5))
