@@ -74,6 +74,10 @@ def test_two_rank_pretraining_cli_rank0_writes(tmp_path):
     assert state["world"] == 2 and len(state["rng_ranks"]) == 2
     a, b = state["rng_ranks"]
     assert torch.equal(a["shared"], b["shared"]) and not torch.equal(a["local"], b["local"])
+    # both ranks continue from rank 0's checkpoint, each with its own stream
+    assert launch(_pretrain_worker, world=2, args=(str(out), ["run.max_steps=3", "--resume", "auto"]),
+                  timeout=120) == [0, 0]
+    assert [c.name for c in ckpt.list_checkpoints(out)][-1] == ckpt.checkpoint_path(out, 3).name
 
 
 def test_config_error_stops_every_rank_without_a_hang(tmp_path):
