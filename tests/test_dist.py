@@ -6,7 +6,7 @@ from sdmp_fast.datasets import DataError
 from sdmp_fast.engine import checkpoint as ckpt
 
 
-def _worker(rank, world):
+def _worker(rank, world, out):
     from loaders.sharding import rank_batches
     from sdmp_fast.config import load_config, resolve
     assert dist.is_dist() and dist.get_rank() == rank and dist.get_world() == world
@@ -27,7 +27,9 @@ def _worker(rank, world):
         failure = None
     except DataError as e:
         failure = str(e)
-    return {"sum": y.tolist(), "sum_grad": x.grad.tolist(), "failure": failure,
+    # a config error (6 / 2 ranks = 3 per rank: odd, SDMP cannot pair) stops both ranks, no hang
+    bad = _pretrain_worker(rank, world, out, ["data.batch_size=6"])
+    return {"bad_config": bad, "sum": y.tolist(), "sum_grad": x.grad.tolist(), "failure": failure,
             "first": dist.main_first(lambda: rank), "flag": dist.broadcast_flag(rank == 0),
             "local_batch": res.local_batch, "steps": res.steps_per_epoch, "gathered": gathered[:, 0].tolist(),
             "token": token, "ids": rank_batches(37, 8, rank, world, seed=0, epoch=0),
@@ -42,8 +44,9 @@ def test_single_process_helpers_are_identity():
     dist.shutdown()
 
 
-def test_two_process_gloo_smoke():
-    out = launch(_worker, world=2, timeout=90)
+def test_two_process_gloo_smoke(tmp_path):
+    out = launch(_worker, world=2, args=(str(tmp_path / "run"),), timeout=90)
+    assert [o["bad_config"] for o in out] == [2, 2] and not (tmp_path / "run").exists()
     assert [o["local_batch"] for o in out] == [4, 4] and [o["steps"] for o in out] == [4, 4]
     assert out[0]["gathered"] == out[1]["gathered"] == [0.0, 0.0, 1.0, 1.0]
     assert out[0]["token"] == out[1]["token"] == {"from": 0}
@@ -78,10 +81,3 @@ def test_two_rank_pretraining_cli_rank0_writes(tmp_path):
     assert launch(_pretrain_worker, world=2, args=(str(out), ["run.max_steps=3", "--resume", "auto"]),
                   timeout=120) == [0, 0]
     assert [c.name for c in ckpt.list_checkpoints(out)][-1] == ckpt.checkpoint_path(out, 3).name
-
-
-def test_config_error_stops_every_rank_without_a_hang(tmp_path):
-    # 6 / 2 ranks = 3 per rank: odd, SDMP cannot pair; both ranks must exit with the same error
-    out = tmp_path / "run"
-    assert launch(_pretrain_worker, world=2, args=(str(out), ["data.batch_size=6"]), timeout=90) == [2, 2]
-    assert not out.exists()
