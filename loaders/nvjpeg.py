@@ -8,6 +8,9 @@ code path), pack the images into a uint8 canvas ``[B, 3, Hmax, Wmax]`` with thei
 up to ``data.prefetch`` batches ahead, on its own CUDA stream on a GPU (the training stream waits
 for that batch's event only), so reading and decoding overlap with training.
 
+``data.beton=PATH`` reads the JPEG (or raw) bytes from an FFCV ``.beton`` instead of the folder, with
+``loaders.beton`` (numpy + mmap, no ffcv import): FFCV's packed sequential storage with GPU decoding.
+
 Files that nvJPEG cannot take are found once, before training, by reading each file's header (the
 index is cached beside the folder verification): non-JPEG data under a JPEG name (ImageNet has a PNG
 named ``.JPEG``) and CMYK/YCCK JPEGs (ImageNet has 22) are decoded by PIL on the CPU and joined to the
@@ -90,34 +93,37 @@ def cpu_path_files(split: Split, cache_dir: str | Path | None = None, head_bytes
     return set(out)
 
 
-def _pil_decode(path: str) -> torch.Tensor:
-    from .torch_folder import decode_rgb
-    return decode_rgb(path)
+def decode_batch(items: list[torch.Tensor], names: list[str], device: torch.device) -> list[torch.Tensor]:
+    """uint8 [3, h, w] images on ``device``.
 
-
-def decode_batch(paths: list[str], cpu_ids: set[int], ids: list[int], device: torch.device) -> list[torch.Tensor]:
-    """uint8 [3, h, w] images on ``device``: one batched decode_jpeg call, PIL for the CPU-path files."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    ``items[k]`` is either encoded JPEG bytes (1-D uint8: all of them are decoded by one batched
+    ``decode_jpeg`` call) or an already decoded [3, h, w] image (CPU-path files, raw .beton images).
+    ``names`` label the items in errors.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+    out = [x.to(device) if x.dim() == 3 else None for x in items]
+    pos = [k for k, x in enumerate(items) if x.dim() == 1]
+    if not pos:
+        return out  # type: ignore[return-value]
+    data = [items[k] for k in pos]
     with _quiet_decoder():
-        gpu_pos = [k for k, i in enumerate(ids) if i not in cpu_ids]
-        out: list[torch.Tensor | None] = [None] * len(ids)
-        if gpu_pos:
-            data = [read_file(paths[k]) for k in gpu_pos]
-            try:
-                imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError:
-                imgs = []
-                for k, d in zip(gpu_pos, data):  # find the file that fails, and name it
-                    try:
-                        imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
-                    except RuntimeError as e:
-                        raise DataError(f"{paths[k]}: cannot decode JPEG ({e}); fix or remove it") from e
-            for k, img in zip(gpu_pos, imgs):
-                out[k] = img
-        for k, i in enumerate(ids):
-            if i in cpu_ids:
-                out[k] = _pil_decode(paths[k]).to(device)
+        try:
+            imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            imgs = []
+            for k, d in zip(pos, data):  # find the item that fails, and name it
+                try:
+                    imgs.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError as e:
+                    raise DataError(f"{names[k]}: cannot decode JPEG ({e}); fix or remove it") from e
+    for k, img in zip(pos, imgs):
+        out[k] = img
     return out  # type: ignore[return-value]
+
+
+def read_encoded(path: str) -> torch.Tensor:
+    with open(path, "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
 
 
 def pack(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,18 +145,27 @@ def step_generator(seed: int, rank: int, epoch: int, step: int, device: torch.de
 class NvjpegLoader:
     """Batched GPU (or CPU) JPEG decoding + batched augmentation; yields :class:`Batch` on ``device``."""
 
-    def __init__(self, split: Split, recipe: Recipe, global_batch: int, rank: int, world: int,
-                 device: torch.device, seed: int = 0, prefetch: int = 2, cache_dir: str | Path | None = None):
-        self.split, self.recipe, self.device = split, recipe, torch.device(device)
+    def __init__(self, split: Split | None, recipe: Recipe, global_batch: int, rank: int, world: int,
+                 device: torch.device, seed: int = 0, prefetch: int = 2, cache_dir: str | Path | None = None,
+                 beton=None):
+        if (split is None) == (beton is None):
+            raise ValueError("NvjpegLoader reads either a folder split or a .beton (loaders.beton.Beton)")
+        self.split, self.beton, self.recipe, self.device = split, beton, recipe, torch.device(device)
         self.global_batch, self.batch_size = global_batch, global_batch // world
         self.rank, self.world, self.seed, self.prefetch = rank, world, seed, max(1, prefetch)
-        self.num_samples, self.num_classes = len(split), len(split.classes)
-        if steps_per_epoch(len(split), global_batch) < 1:
-            raise DataError(f"{split.root}: {len(split)} images are fewer than one global batch ({global_batch}); "
+        if split is not None:
+            self.num_samples, self.num_classes, where = len(split), len(split.classes), split.root
+            self.paths = [p for p, _ in split.samples]
+            self.labels = torch.as_tensor(split.labels)
+            self.cpu_ids = cpu_path_files(split, cache_dir)
+        else:
+            self.num_samples, where = len(beton), beton.path
+            self.labels = torch.as_tensor(beton.ints("label"))
+            self.num_classes = int(self.labels.max()) + 1
+            self.image_field = beton.image_field()
+        if steps_per_epoch(self.num_samples, global_batch) < 1:
+            raise DataError(f"{where}: {self.num_samples} images are fewer than one global batch ({global_batch}); "
                             "lower data.batch_size")
-        self.paths = [p for p, _ in split.samples]
-        self.labels = torch.as_tensor(split.labels)
-        self.cpu_ids = cpu_path_files(split, cache_dir)
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -159,9 +174,27 @@ class NvjpegLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start = epoch, start_step
 
+    def _encoded(self, ids: list[int]) -> tuple[list[torch.Tensor], list[str]]:
+        """Per sample: JPEG bytes for nvJPEG, or the decoded image (CPU-path files, raw .beton images)."""
+        items, names = [], []
+        if self.beton is None:
+            from .torch_folder import decode_rgb
+            for i in ids:
+                path = self.paths[i]
+                items.append(decode_rgb(path) if i in self.cpu_ids else read_encoded(path))
+                names.append(path)
+            return items, names
+        from .beton import RAW
+        for i in ids:
+            mode, h, w, data = self.beton.image(i, self.image_field)
+            buf = torch.from_numpy(data)
+            items.append(buf.view(h, w, 3).permute(2, 0, 1) if mode == RAW else buf)
+            names.append(f"{self.beton.path} sample {i}")
+        return items, names
+
     def make_batch(self, step: int, ids: list[int]) -> Batch:
         """The Batch of one step (decode, pack, augment on the device)."""
-        images = decode_batch([self.paths[i] for i in ids], self.cpu_ids, ids, self.device)
+        images = decode_batch(*self._encoded(ids), self.device)
         canvas, sizes = pack(images)
         gen = step_generator(self.seed, self.rank, self.epoch, step, self.device)
         params = sample_view_params(self.recipe, sizes, gen)
@@ -221,9 +254,13 @@ class NvjpegLoader:
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> NvjpegLoader:
     """Build the nvjpeg loader for ``split`` (default: the training split of ``data.path``)."""
-    if split is None:
+    from sdmp_fast.datasets import default_cache_dir
+    beton = None
+    if cfg.data.beton:
+        from .beton import Beton
+        beton, split = Beton(cfg.data.beton), None
+    elif split is None:
         from sdmp_fast.pretrain import load_splits
         split = load_splits(cfg)[0]
-    from sdmp_fast.datasets import default_cache_dir
     return NvjpegLoader(split, recipe, cfg.data.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
-                        prefetch=cfg.data.prefetch, cache_dir=default_cache_dir(cfg.data.cache_dir))
+                        prefetch=cfg.data.prefetch, cache_dir=default_cache_dir(cfg.data.cache_dir), beton=beton)

@@ -34,6 +34,7 @@ def _choices(*names: str) -> dict:
 class DataConfig:
     loader: str = field(default="torch", metadata={"help": "loader name (see --help for the registered ones)"})
     format: str = field(default="folder", metadata={"help": "folder (ImageNet-style) or webdataset (tar shards written by python -m loaders.shards; dali loader only)"})
+    beton: str = field(default="", metadata={"help": "FFCV .beton to train from (python -m loaders.write_beton); read by the nvjpeg loader without ffcv. The k-NN monitor still uses data.path"})
     path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
     cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
     batch_size: int = field(default=64, metadata={"help": "global batch size (all ranks together); must be even per rank (SDMP pairs row i with row B-1-i)"})
@@ -330,6 +331,9 @@ def validate(cfg: Config) -> None:
     need(d.format == "folder" or not cfg.run.knn,
          "run.knn reads the k-NN bank and queries from an image folder; with data.format = 'webdataset' set "
          "run.knn=false (and evaluate the exported backbone on a folder)")
+    need(not d.beton or d.loader == "nvjpeg",
+         f"data.beton is read by the nvjpeg loader (--loader nvjpeg), not data.loader = {d.loader!r}")
+    need(not d.beton or d.format == "folder", "data.beton and data.format = 'webdataset' are two different sources: pick one")
     need(d.dali_threads >= 0, f"data.dali_threads = {d.dali_threads}: must be >= 0 (0 = all available cores)")
     need(d.prefetch >= 1, f"data.prefetch = {d.prefetch}: must be >= 1")
     need(0 <= d.dali_hw_decoder_load <= 1, f"data.dali_hw_decoder_load = {d.dali_hw_decoder_load}: must be in [0, 1]")

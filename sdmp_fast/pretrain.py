@@ -178,8 +178,11 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     torch.manual_seed(cfg.run.seed)  # identical initialisation on every rank
     train_split = val_split = None
     data_name = "synthetic" if cfg.data.loader in FOLDERLESS_LOADERS else f"shards in {cfg.data.path}"
-    if cfg.data.loader not in FOLDERLESS_LOADERS and cfg.data.format == "folder":
+    if (cfg.data.loader not in FOLDERLESS_LOADERS and cfg.data.format == "folder"
+            and (not cfg.data.beton or cfg.run.knn)):  # with a .beton, the folder only serves the k-NN report
         train_split, val_split, data_name = load_splits(cfg)
+    if cfg.data.beton:
+        data_name = cfg.data.beton + (f" (k-NN on {data_name})" if train_split is not None else "")
     recipe = method_recipe(cfg)
     backbone = build_backbone(cfg)
     random_init = copy.deepcopy(backbone)

@@ -99,3 +99,66 @@ def test_cuda_decode_path(image_folder, tmp_path):
     assert torch.equal(ref.index, batches[0].index.cpu())
     for g, c in zip(batches[0].views, ref.views):  # other generator (device RNG), same distribution
         assert abs(float(g.float().mean()) - float(c.mean())) < 0.5
+
+
+@pytest.fixture(scope="module")
+def betons(image_folder, tmp_path_factory):
+    """The image folder's train split as .beton files in jpg and raw mode (ffcv's writer)."""
+    from conftest import require
+    require("ffcv", "ffcv")
+    from loaders.write_beton import write_beton
+    out = tmp_path_factory.mktemp("beton")
+    return {mode: (out / f"{mode}.beton", write_beton(image_folder / "train", out / f"{mode}.beton", max_resolution=48,
+                                                      write_mode=mode, workers=1, progress=False))
+            for mode in ("jpg", "raw")}
+
+
+def test_beton_reader_agrees_with_ffcv_and_the_folder(betons, image_folder):
+    from ffcv.reader import Reader
+    from PIL import Image
+
+    from loaders.beton import Beton
+    split = scan_folder(image_folder / "train")[0]
+    for mode, (path, summary) in betons.items():
+        assert summary["images"] == len(split) and summary["skipped"] == 0
+        ours, ref = Beton(path), Reader(str(path))
+        assert len(ours) == int(ref.num_samples) == len(split)
+        for k, name in enumerate(["image", "label", "index", "height", "width"]):
+            if name != "image":
+                assert (ours.ints(name) == ref.metadata[f"f{k}"]).all()
+        assert ours.ints("label").tolist() == [lab for _, lab in split.samples]
+        assert ours.ints("index").tolist() == list(range(len(split)))
+        i = 5
+        with Image.open(split.samples[i][0]) as im:
+            assert (ours.ints("height")[i], ours.ints("width")[i]) == (im.height, im.width)
+        m, h, w, data = ours.image(i)
+        assert (m == 0) == (mode == "jpg") and max(h, w) <= 48
+        if mode == "raw":  # raw mode holds the resized pixels exactly
+            assert len(data) == h * w * 3
+        else:
+            assert bytes(data[:2]) == b"\xff\xd8" and data.dtype == np.uint8
+        ours.close()
+
+
+def test_writer_is_atomic_and_reports_corrupt_images(tmp_path, image_folder):
+    from conftest import require
+    require("ffcv", "ffcv")
+    from loaders.write_beton import main as write_main
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(image_folder / "train", src)
+    bad = next((src / "class_0").iterdir()) if (src / "class_0").is_dir() else next(next(src.iterdir()).iterdir())
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert write_main([str(src), str(tmp_path / "x.beton"), "--workers", "1"]) == 2
+    assert not list(tmp_path.glob("*.beton")) and not list(tmp_path.glob(".x.beton.partial*"))
+    assert write_main([str(src), str(tmp_path / "x.beton"), "--workers", "1", "--skip-corrupt", "--limit", "20"]) == 0
+    assert (tmp_path / "x.beton").is_file()
+
+
+@pytest.mark.parametrize("mode", ["jpg", "raw"])
+def test_nvjpeg_trains_from_a_beton(betons, tmp_path, mode):
+    from sdmp_fast.pretrain import run
+    smoke = str(Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml")
+    summary = run(["--config", smoke, "--loader", "nvjpeg", "--out", str(tmp_path / "r"),
+                   f"data.beton={betons[mode][0]}", "sdmp.enabled=true"], progress=False)
+    assert summary["steps"] == 2
