@@ -27,11 +27,12 @@ differences of DALI's operators (documented, not corrected):
   image's mean grey level (torchvision's contrast; DALI's default centre would be 128), then saturation
   and hue in one ``fn.hsv``. The order is fixed (brightness, contrast, saturation, hue; torchvision
   draws a random order), and clipping to [0, 255] happens once per operator, not after each of the four
-  adjustments. DALI's ``hsv`` scales chroma in YIQ space: saturation equals torchvision's blend with the
-  luma grey image up to rounding, but hue is a rotation of the IQ plane, not torchvision's shift of the
-  HSV hue (same parameter: the fraction of a turn, converted to degrees).
-* Grayscale with probability p: saturation 0 in the same ``fn.hsv`` (YIQ luma, within 1 level of
-  torchvision's ``rgb_to_grayscale``).
+  adjustments. DALI's ``hsv`` is a linear transform in RGB (DALI's docs: the colour is projected on the
+  grey axis, rotated about it by the hue delta and scaled): saturation is a blend with a grey image like
+  torchvision's, but hue is that rotation, not torchvision's shift of the HSV hue (same parameter: the
+  fraction of a turn, converted to degrees).
+* Grayscale with probability p: saturation 0 in the same ``fn.hsv`` (measured within 1 level of the
+  luma grey of ``fn.color_space_conversion``, torchvision's weights up to rounding).
 * Gaussian blur with probability p: ``fn.gaussian_blur`` with sigma ~ U(lo, hi) and the window
   ``2*ceil(3*sigma)+1`` of the reference loader; a sample that is not blurred gets window 1 (the
   identity), so no sample pays for a blend.
