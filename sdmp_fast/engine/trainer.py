@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sdmp_fast import dist
@@ -100,14 +102,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict:
+    def state_dict(self, rng_ranks: list[dict] | None = None) -> dict:
+        """Everything a resume needs; ``rng_ranks``: every rank's streams (default: gathered now, a collective)."""
         return {
             "step": self.step,
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": self.rng.state_dict(),
-            "rng_ranks": self._rank_rng_states(),
+            "rng_ranks": rng_ranks if rng_ranks is not None else self._rank_rng_states(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "config": to_dict(self.cfg),
@@ -132,9 +135,9 @@ class Trainer:
             # another world size: the shared stream continues; the per-rank stream is re-derived from
             # (seed, rank, step), so ranks still differ (the run continues, not bit for bit)
             self.rng.load_state_dict(state["rng"])
-            self.rng.local.manual_seed(hash((self.cfg.run.seed, self.res.rank, int(state["step"]))) % (2 ** 62))
+            seq = np.random.SeedSequence([self.cfg.run.seed, self.res.rank, int(state["step"]), 0x5EED])
+            self.rng.local.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(2)))
             if dist.is_main():
-                import sys
                 print(f"[resume] checkpoint written by {len(ranks) if ranks else 1} rank(s), now {self.res.world}: "
                       "the per-rank random streams are re-seeded", file=sys.stderr)
         torch.set_rng_state(state["torch_rng"])
@@ -148,11 +151,11 @@ class Trainer:
         return dist.all_gather_object({k: v.cpu() for k, v in mine.items()})
 
     def save_checkpoint(self) -> Path | None:
-        """Called by every rank at the same step; rank 0 writes."""
-        state = self.state_dict()
+        """Called by every rank at the same step (the streams are gathered); rank 0 alone builds and writes the state."""
+        rng_ranks = self._rank_rng_states()
         if not dist.is_main():
             return None
-        path = ckpt.save_atomic(state, ckpt.checkpoint_path(self.out_dir, self.step))
+        path = ckpt.save_atomic(self.state_dict(rng_ranks), ckpt.checkpoint_path(self.out_dir, self.step))
         ckpt.prune(self.out_dir, keep=2)
         self.last_checkpoint = path
         return path
