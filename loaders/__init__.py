@@ -18,3 +18,7 @@ LOADERS.register_lazy("dali", "loaders.dali:build",
 LOADERS.register_lazy("nvjpeg", "loaders.nvjpeg:build",
                       help="batched torchvision decode_jpeg (nvJPEG on a GPU, CPU otherwise) + batched augmentation "
                            "(sdmp_fast.augment) on the device; no DALI needed")
+LOADERS.register_lazy("ffcv", "loaders.ffcv_loader:build",
+                      help="FFCV .beton (data.beton=PATH): each image decoded once by ffcv into a canvas, every view made "
+                           "by the batched augmentation (sdmp_fast.augment) on the device",
+                      install="pip install ffcv==1.0.2 after the apt packages of scripts/setup.sh (or make setup)")

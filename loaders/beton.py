@@ -36,12 +36,21 @@ class Beton:
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"data.beton {str(self.path)!r}: no such file (write one with python -m loaders.write_beton)")
+        file_size = self.path.stat().st_size
         header = np.fromfile(self.path, dtype=HEADER, count=1)
         if len(header) != 1 or int(header[0]["version"]) != VERSION:
             found = int(header[0]["version"]) if len(header) else "none"
             raise DataError(f"{self.path}: not an FFCV .beton of format version {VERSION} (found {found})")
         h = header[0]
         self.num_samples, num_fields = int(h["num_samples"]), int(h["num_fields"])
+        alloc_ptr = int(h["alloc_table_ptr"])
+
+        def damaged(what: str) -> DataError:
+            return DataError(f"{self.path}: truncated or damaged .beton ({what}; the file has {file_size} bytes); "
+                             "write it again with python -m loaders.write_beton")
+
+        if HEADER.itemsize + num_fields * FIELD_DESC.itemsize > file_size or not 0 < alloc_ptr <= file_size:
+            raise damaged(f"the header points past the end: {num_fields} fields, allocation table at byte {alloc_ptr}")
         desc = np.fromfile(self.path, dtype=FIELD_DESC, count=num_fields, offset=HEADER.itemsize)
         names = [bytes(d["name"]).split(b"\0", 1)[0].decode() for d in desc]
         types = [int(d["type_id"]) for d in desc]
@@ -51,9 +60,15 @@ class Beton:
                             "(it reads float, int and RGB image fields)")
         self.fields = dict(zip(names, types))
         meta_type = np.dtype([(n, METADATA_BY_TYPE[t]) for n, t in zip(names, types)], align=True)
+        meta_end = HEADER.itemsize + desc.nbytes + self.num_samples * meta_type.itemsize
+        if meta_end > alloc_ptr or (file_size - alloc_ptr) % ALLOC.itemsize:
+            raise damaged(f"{self.num_samples} samples of metadata end at byte {meta_end}, the allocation table "
+                          f"starts at {alloc_ptr} and holds {file_size - alloc_ptr} bytes")
         self.metadata = np.fromfile(self.path, dtype=meta_type, count=self.num_samples,
                                     offset=HEADER.itemsize + desc.nbytes)
-        alloc = np.fromfile(self.path, dtype=ALLOC, offset=int(h["alloc_table_ptr"]))
+        alloc = np.fromfile(self.path, dtype=ALLOC, offset=alloc_ptr)
+        if len(alloc) and int((alloc["ptr"] + alloc["size"]).max()) > alloc_ptr:
+            raise damaged("sample data points past the allocation table")
         order = np.argsort(alloc["ptr"])
         self._ptrs, self._sizes = alloc["ptr"][order], alloc["size"][order]
         self._file = open(self.path, "rb")

@@ -40,7 +40,7 @@ from sdmp_fast.batch import Batch
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.views import Recipe
 
-from .sharding import rank_batches, steps_per_epoch
+from .sharding import rank_batches, step_generator, steps_per_epoch
 
 _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
@@ -135,11 +135,6 @@ def pack(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         canvas[b, :, :hs[b], :ws[b]] = x
     sizes = torch.tensor(list(zip(hs, ws)), dtype=torch.int64, device=canvas.device)
     return canvas, sizes
-
-
-def step_generator(seed: int, rank: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
-    state = np.random.SeedSequence([seed, rank, epoch, step, 0x4A9]).generate_state(2, np.uint32)
-    return torch.Generator(device=device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 class NvjpegLoader:

@@ -6,6 +6,7 @@ floor(num_samples / global_batch) steps; the remainder of the epoch is dropped (
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -26,3 +27,10 @@ def rank_batches(num_samples: int, global_batch: int, rank: int, world: int, see
     n = steps_per_epoch(num_samples, global_batch)
     return [perm[s * global_batch + rank * local: s * global_batch + (rank + 1) * local].tolist()
             for s in range(start_step, n)]
+
+
+def step_generator(seed: int, rank: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The augmentation stream of the batched loaders (nvjpeg, ffcv) at one step: a function of
+    (seed, rank, epoch, step) only, so a resumed run draws what an uninterrupted one would."""
+    state = np.random.SeedSequence([seed, rank, epoch, step, 0x4A9]).generate_state(2, np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)

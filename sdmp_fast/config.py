@@ -34,15 +34,17 @@ def _choices(*names: str) -> dict:
 class DataConfig:
     loader: str = field(default="torch", metadata={"help": "loader name (see --help for the registered ones)"})
     format: str = field(default="folder", metadata={"help": "folder (ImageNet-style) or webdataset (tar shards written by python -m loaders.shards; dali loader only)"})
-    beton: str = field(default="", metadata={"help": "FFCV .beton to train from (python -m loaders.write_beton); read by the nvjpeg loader without ffcv. The k-NN monitor still uses data.path"})
+    beton: str = field(default="", metadata={"help": "FFCV .beton to train from (python -m loaders.write_beton): required by the ffcv loader, also read by the nvjpeg loader (without ffcv). The k-NN monitor still uses data.path"})
+    order: str = field(default="random", metadata={"help": "ffcv loader: 'random' (the shared sharding rule: the same samples per step as every other loader) or 'quasi_random' (ffcv's page-local order for data that does not fit in RAM; one process only)", **_choices("random", "quasi_random")})
+    os_cache: bool = field(default=True, metadata={"help": "ffcv loader: read through the OS page cache (memory-maps the .beton; best when it fits in RAM or several processes share it); false = ffcv's process cache"})
     path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
     cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
     batch_size: int = field(default=64, metadata={"help": "global batch size (all ranks together); must be even per rank (SDMP pairs row i with row B-1-i)"})
     image_size: int = field(default=32, metadata={"help": "side of the global views in pixels"})
     crop_min: float = field(default=0.2, metadata={"help": "lower bound of RandomResizedCrop's area fraction (MoCo v3: 0.08 for ViT, 0.2 for ResNet-50 short runs)"})
-    num_workers: int = field(default=2, metadata={"help": "loader worker processes per rank (0 = load in the main process)"})
+    num_workers: int = field(default=2, metadata={"help": "loader workers per rank: torch loader processes (0 = load in the main process); ffcv loader decoding threads (0 = all cores)"})
     dali_threads: int = field(default=0, metadata={"help": "DALI: CPU worker threads per rank; 0 = the cores this process may use"})
-    prefetch: int = field(default=2, metadata={"help": "batches prepared ahead: DALI's prefetch_queue_depth, the nvjpeg loader's queue"})
+    prefetch: int = field(default=2, metadata={"help": "batches prepared ahead: DALI's prefetch_queue_depth, FFCV's batches_ahead, the nvjpeg loader's queue"})
     dali_hw_decoder_load: float = field(default=0.65, metadata={"help": "DALI on a GPU: share of the JPEG decoding given to the hardware decoder, where the GPU has one"})
     dali_fp16: bool = field(default=False, metadata={"help": "DALI on a GPU: emit float16 views (half the copy; autocast casts them); the CPU step needs float32"})
     skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
@@ -331,8 +333,11 @@ def validate(cfg: Config) -> None:
     need(d.format == "folder" or not cfg.run.knn,
          "run.knn reads the k-NN bank and queries from an image folder; with data.format = 'webdataset' set "
          "run.knn=false (and evaluate the exported backbone on a folder)")
-    need(not d.beton or d.loader == "nvjpeg",
-         f"data.beton is read by the nvjpeg loader (--loader nvjpeg), not data.loader = {d.loader!r}")
+    need(not d.beton or d.loader in ("nvjpeg", "ffcv"),
+         f"data.beton is read by the ffcv and nvjpeg loaders (--loader ffcv / nvjpeg), not data.loader = {d.loader!r}")
+    need(d.loader != "ffcv" or bool(d.beton),
+         "--loader ffcv reads an FFCV .beton: set data.beton=PATH (write one with python -m loaders.write_beton SRC OUT.beton)")
+    need(d.order in ("random", "quasi_random"), f"data.order = {d.order!r}: choose random or quasi_random")
     need(not d.beton or d.format == "folder", "data.beton and data.format = 'webdataset' are two different sources: pick one")
     need(d.dali_threads >= 0, f"data.dali_threads = {d.dali_threads}: must be >= 0 (0 = all available cores)")
     need(d.prefetch >= 1, f"data.prefetch = {d.prefetch}: must be >= 1")

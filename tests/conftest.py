@@ -66,3 +66,34 @@ def fashion_mnist_root(session_cache) -> Path:
         pytest.fail(f"Fashion-MNIST is not installed at {FASHION_MNIST_RAW}: run `make setup` "
                     "(apt-get install dataset-fashion-mnist)")
     return fashion_mnist_folder(str(session_cache), progress=False)
+
+
+@pytest.fixture(scope="session")
+def betons(image_folder, tmp_path_factory):
+    """The image folder's train split as .beton files in jpg and raw mode (ffcv's writer; longer side 48 px)."""
+    require("ffcv", "ffcv")
+    from loaders.write_beton import write_beton
+    out = tmp_path_factory.mktemp("beton")
+    return {mode: (out / f"{mode}.beton", write_beton(image_folder / "train", out / f"{mode}.beton", max_resolution=48,
+                                                      write_mode=mode, workers=1, progress=False))
+            for mode in ("jpg", "raw")}
+
+
+def plain_view(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.0):
+    """A view with only the crop (and optionally the flip): no colour, blur or solarize."""
+    from sdmp_fast.views import ViewSpec
+    return ViewSpec(size=size, scale=scale, ratio=ratio, flip_p=flip_p, jitter_p=0.0, gray_p=0.0)
+
+
+def crop_fractions(view, recipe):
+    """Per sample of a view of coordinate-encoding images (red = x, green = y, 0..255 across the image):
+    (width fraction, height fraction, flipped) of the source box, read from the pixels."""
+    import torch
+    x = view * torch.tensor(recipe.std).view(1, 3, 1, 1) + torch.tensor(recipe.mean).view(1, 3, 1, 1)
+    r, g = x[:, 0] * 255, x[:, 1] * 255          # [B, s, s]: encoded x and y
+    s = view.shape[-1]
+    # the crop maps s output pixels onto the box: the gradient across the view gives the box size
+    wf = (r[:, :, -1] - r[:, :, 0]).abs().mean(1) / 255 * s / (s - 1)
+    hf = (g[:, -1, :] - g[:, 0, :]).mean(1) / 255 * s / (s - 1)
+    flipped = (r[:, :, -1] - r[:, :, 0]).mean(1) < 0
+    return wf, hf, flipped

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require
+from conftest import crop_fractions, plain_view, require
 from loaders.sharding import rank_batches
 from sdmp_fast.config import load_config
 from sdmp_fast.datasets import scan_folder
@@ -54,11 +54,6 @@ def _first(ld, epoch=0):
     return next(iter(ld))
 
 
-def _plain(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.0):
-    """A view with only the crop (and optionally the flip): no colour, blur or solarize."""
-    return ViewSpec(size=size, scale=scale, ratio=ratio, flip_p=flip_p, jitter_p=0.0, gray_p=0.0)
-
-
 @pytest.mark.parametrize("kind", ["mocov3", "dino"])
 def test_views_follow_the_batch_contract_and_the_torch_loaders_sample_order(dali, split, kind):
     recipe = (mocov3_recipe(32, 0.2, MEAN, STD) if kind == "mocov3"
@@ -102,23 +97,11 @@ def test_several_epochs_in_a_row(dali, split):
     assert seen[0] != seen[1] != seen[2]
 
 
-def _crop_boxes(view: torch.Tensor, recipe: Recipe):
-    """Per sample: (width fraction, height fraction, mean dx sign) of the source box read from the pixels."""
-    x = view * torch.tensor(recipe.std).view(1, 3, 1, 1) + torch.tensor(recipe.mean).view(1, 3, 1, 1)
-    r, g = x[:, 0] * 255, x[:, 1] * 255          # [B, s, s]: encoded x and y
-    s = view.shape[-1]
-    # the crop maps s output pixels onto the box: the gradient across the view gives the box size
-    wf = (r[:, :, -1] - r[:, :, 0]).abs().mean(1) / 255 * s / (s - 1)
-    hf = (g[:, -1, :] - g[:, 0, :]).mean(1) / 255 * s / (s - 1)
-    flipped = (r[:, :, -1] - r[:, :, 0]).mean(1) < 0
-    return wf, hf, flipped
-
-
 def test_crop_scale_and_aspect_ranges(dali, coord_split):
     scale, ratio = (0.25, 0.6), (0.75, 1.333)
-    recipe = Recipe("t", (_plain(32, scale, ratio),), MEAN, STD)
+    recipe = Recipe("t", (plain_view(32, scale, ratio),), MEAN, STD)
     ld = _loader(dali, coord_split, recipe, gb=64)
-    wf, hf, flipped = _crop_boxes(_first(ld).views[0], recipe)
+    wf, hf, flipped = crop_fractions(_first(ld).views[0], recipe)
     area = wf * hf
     aspect = (wf * 120) / (hf * 80)
     assert not flipped.any()
@@ -129,9 +112,9 @@ def test_crop_scale_and_aspect_ranges(dali, coord_split):
 
 
 def test_flip_frequency(dali, coord_split):
-    recipe = Recipe("t", (_plain(16, (0.9, 1.0), flip_p=0.5),) * 4, MEAN, STD)
+    recipe = Recipe("t", (plain_view(16, (0.9, 1.0), flip_p=0.5),) * 4, MEAN, STD)
     views = _first(_loader(dali, coord_split, recipe, gb=64)).views
-    rate = float(torch.cat([_crop_boxes(v, recipe)[2] for v in views]).float().mean())
+    rate = float(torch.cat([crop_fractions(v, recipe)[2] for v in views]).float().mean())
     assert 0.38 <= rate <= 0.62  # 256 coins: 5 standard deviations
 
 

@@ -101,18 +101,6 @@ def test_cuda_decode_path(image_folder, tmp_path):
         assert abs(float(g.float().mean()) - float(c.mean())) < 0.5
 
 
-@pytest.fixture(scope="module")
-def betons(image_folder, tmp_path_factory):
-    """The image folder's train split as .beton files in jpg and raw mode (ffcv's writer)."""
-    from conftest import require
-    require("ffcv", "ffcv")
-    from loaders.write_beton import write_beton
-    out = tmp_path_factory.mktemp("beton")
-    return {mode: (out / f"{mode}.beton", write_beton(image_folder / "train", out / f"{mode}.beton", max_resolution=48,
-                                                      write_mode=mode, workers=1, progress=False))
-            for mode in ("jpg", "raw")}
-
-
 def test_beton_reader_agrees_with_ffcv_and_the_folder(betons, image_folder):
     from ffcv.reader import Reader
     from PIL import Image
