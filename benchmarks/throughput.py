@@ -2,9 +2,13 @@
 
     python benchmarks/throughput.py [--only loaders,augment,mixing,step] [--device auto|cpu|cuda] [--json PATH]
 
-* ``loaders``: images/s of each available loader (synthetic, torch, nvjpeg, dali) for the MoCo v3
+* ``loaders``: images/s of each available loader (synthetic, torch, nvjpeg, dali, ffcv) for the MoCo v3
   two-view recipe (224 px) and DINO's multi-crop (2 x 224 + 8 x 96), with the same CPU threads/workers,
   on a generated ImageNet-like JPEG set (about 500x375, quality 90, textured) or on ``--data``.
+* ``ffcv``: the .beton converter (images/s, file size), the ffcv loader's decode-once design against
+  FFCV-SSL-style re-decoding per view (one FFCV pipeline per view on the same image field, the same torch
+  colour pipeline after it), the decode / augment split, and the crop area / aspect distribution of the
+  ffcv loader (boxes on the stored, --max-resolution image) against the torch loader's (on the original).
 * ``augment``: ``sdmp_fast.augment`` (sample + apply, batched) on decoded images against the per-sample
   torchvision ops of the reference loader, for both recipes.
 * ``mixing``: batched ``sdmp_fast.mixing.mix`` against a per-sample loop in the official code's style
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.timing import env_record, sync, time_fn, write_json  # noqa: E402
 
-SECTIONS = ("loaders", "augment", "mixing", "step")
+SECTIONS = ("loaders", "ffcv", "augment", "mixing", "step")
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -45,7 +49,7 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
 
     import loaders  # noqa: F401
     from sdmp_fast.config import load_config
-    from sdmp_fast.datasets import scan_folder, write_jpeg_folder
+    from sdmp_fast.datasets import scan_folder
     from sdmp_fast.registry import LOADERS
     from sdmp_fast.views import dino_recipe, mocov3_recipe
     cfg = load_config(overrides={"data.batch_size": batch, "data.num_workers": workers, "data.image_size": size,
@@ -53,23 +57,24 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
     recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std),
                f"dino 2x{size} + {local_crops}x{local_size}": dino_recipe(size, local_size, local_crops, (0.4, 1.0),
                                                                        (0.05, 0.4), cfg.data.mean, cfg.data.std)}
-    names = ["synthetic", "torch", "nvjpeg"] + [n for n, mod in (("dali", "nvidia.dali"),) if importlib.util.find_spec(mod)]
-    tmp = None
-    if data is None:
-        tmp = tempfile.TemporaryDirectory()
-        per_class = max(1, images // 8)
-        root = write_jpeg_folder(Path(tmp.name), classes=8, per_class=per_class,
-                                 sizes=((500, 375), (375, 500), (500, 333), (480, 360)), quality=90)
-        source = f"generated: {8 * per_class} JPEGs ~500x375 q90"
-    else:
-        root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
-        source = str(root)
+    names = ["synthetic", "torch", "nvjpeg"] + [n for n, mod in (("dali", "nvidia.dali"), ("ffcv", "ffcv"))
+                                                if importlib.util.find_spec(mod)]
+    tmp, root, source = image_source(data, images)
     split, _ = scan_folder(root)
+    ffcv_cfg = None
+    if "ffcv" in names:  # the same images as a .beton (the converter's defaults)
+        from loaders.write_beton import write_beton
+        beton = Path(tmp.name if tmp else tempfile.mkdtemp()) / "train.beton"
+        write_beton(root, beton, workers=workers, progress=False)
+        ffcv_cfg = load_config(overrides={**{f"data.{k}": v for k, v in (("batch_size", batch), ("num_workers", workers),
+                                                                          ("image_size", size))},
+                                          "data.loader": "ffcv", "data.beton": str(beton)})
     rows = []
     for recipe_name, recipe in recipes.items():
         for name in names:
-            kwargs = {} if name == "synthetic" else {"split": split}
-            ld = LOADERS.build(name, cfg, recipe, rank=0, world=1, device=device, **kwargs)
+            kwargs = {} if name in ("synthetic", "ffcv") else {"split": split}
+            ld = LOADERS.build(name, ffcv_cfg if name == "ffcv" else cfg, recipe, rank=0, world=1, device=device,
+                               **kwargs)
             ld.set_epoch(0)
             it = iter(ld)
             next(it)  # start-up (worker spawn, pipeline build, first decode) is not throughput
@@ -90,6 +95,159 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
     if tmp is not None:
         tmp.cleanup()
     return rows
+
+
+def image_source(data: str | None, images: int):
+    """(temporary dir or None, folder, description): ``--data``'s train split, or generated ImageNet-like JPEGs."""
+    from sdmp_fast.datasets import write_jpeg_folder
+    if data is not None:
+        root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
+        return None, root, str(root)
+    tmp = tempfile.TemporaryDirectory()
+    per_class = max(1, images // 8)
+    root = write_jpeg_folder(Path(tmp.name) / "train", classes=8, per_class=per_class,
+                             sizes=((500, 375), (375, 500), (500, 333), (480, 360)), quality=90)
+    return tmp, root, f"generated: {8 * per_class} JPEGs ~500x375 q90"
+
+
+# ----------------------------------------------------------------------------- ffcv
+
+def _ffcv_redecode_rate(beton: Path, recipe, batch: int, workers: int, images: int, device: torch.device) -> float:
+    """FFCV-SSL's design: one pipeline per view on the same image field, each decoding the JPEG again with FFCV's
+    RandomResizedCrop decoder, then the flip and the same torch colour pipeline as ours (``finish_view``)."""
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.pipeline import PipelineSpec
+    from ffcv.transforms import ToTensor
+
+    from loaders.sharding import step_generator
+    from sdmp_fast.augment import finish_view, sample_view_params
+    pipes = {f"view{k}": PipelineSpec("image", decoder=RandomResizedCropRGBImageDecoder((v.size, v.size), v.scale,
+                                                                                        v.ratio), transforms=[ToTensor()])
+             for k, v in enumerate(recipe.views)}
+    pipes.update(image=None, height=None, width=None, label=[IntDecoder(), ToTensor()], index=[IntDecoder(), ToTensor()])
+    ld = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0, pipelines=pipes,
+                drop_last=True, batches_ahead=2)
+    nviews = len(recipe.views)
+
+    names = list(ld.pipeline_specs)  # the order of FFCV's outputs
+
+    def views_of(out, step):
+        got = dict(zip(names, out))
+        crops = [got[f"view{k}"] for k in range(nviews)]
+        sizes = torch.tensor([[recipe.views[0].size] * 2] * batch, device=device)
+        params = sample_view_params(recipe, sizes, step_generator(0, 0, 0, step, device))
+        res = []
+        for crop, p, spec in zip(crops, params, recipe.views):
+            x = crop.to(device).permute(0, 3, 1, 2).float().div_(255)
+            x = torch.where(p.flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            res.append(finish_view(x, p, spec, recipe.mean, recipe.std))
+        return res
+
+    it = iter(ld)
+    views_of(next(it), 0)  # compile + first batch: not throughput
+    t, n = time.perf_counter(), 0
+    for k, out in enumerate(it):
+        views_of(out, k + 1)
+        n += batch
+        if n >= images:
+            break
+    sync(device)
+    return n / max(time.perf_counter() - t, 1e-9)
+
+
+def _crop_distribution(beton: Path, recipe, samples: int) -> list[dict]:
+    """Crop area fraction and aspect ratio of the ffcv loader's boxes (drawn on the STORED image, longer side
+    capped by --max-resolution) against the torch loader's (drawn on the original), per view spec."""
+    import numpy as np
+
+    from loaders.beton import Beton
+    from loaders.torch_folder import rrc_params, sample_generator
+    from sdmp_fast.augment import sample_view_params
+    b = Beton(beton)
+    stored = np.stack([b.metadata["image"]["height"], b.metadata["image"]["width"]], 1).astype(np.int64)
+    orig = np.stack([b.ints("height"), b.ints("width")], 1)
+    b.close()
+    ids = np.arange(samples) % len(stored)
+    rows = []
+    for spec in {v.scale: v for v in recipe.views}.values():
+        ref = [rrc_params(int(orig[i, 0]), int(orig[i, 1]), spec.scale, spec.ratio, sample_generator(1, 0, k))
+               for k, i in enumerate(ids)]
+        ref_area = np.array([h * w / (orig[i, 0] * orig[i, 1]) for (_, _, h, w), i in zip(ref, ids)])
+        ref_aspect = np.array([w / h for (_, _, h, w) in ref])
+        sizes = torch.from_numpy(stored[ids])
+        p = sample_view_params(type(recipe)("one", (spec,), recipe.mean, recipe.std), sizes,
+                               torch.Generator().manual_seed(1))[0]
+        area = (p.height * p.width).double().numpy() / (stored[ids, 0] * stored[ids, 1])
+        aspect = (p.width.double() / p.height.double()).numpy()
+        out = {"scale": list(spec.scale), "ratio": [round(r, 4) for r in spec.ratio], "samples": samples,
+               "stored_sizes": sorted({tuple(map(int, x)) for x in stored}),
+               "original_sizes": sorted({tuple(map(int, x)) for x in orig})}
+        for name, a, r, lo, hi in (("area", area, ref_area, 0.0, 1.0),
+                                   ("log_aspect", np.log(aspect), np.log(ref_aspect), np.log(0.7), np.log(1.45))):
+            edges = np.linspace(lo, hi, 21)
+            h1 = np.histogram(a, edges)[0] / len(a)
+            h2 = np.histogram(r, edges)[0] / len(r)
+            out[name] = {"ffcv_mean": round(float(a.mean()), 4), "torch_mean": round(float(r.mean()), 4),
+                         "ffcv_std": round(float(a.std()), 4), "torch_std": round(float(r.std()), 4),
+                         "total_variation_20_bins": round(0.5 * float(np.abs(h1 - h2).sum()), 4)}
+        rows.append(out)
+        print(f"  ffcv crops scale {spec.scale}: area mean {out['area']['ffcv_mean']} vs torch "
+              f"{out['area']['torch_mean']} (TV {out['area']['total_variation_20_bins']}), log-aspect TV "
+              f"{out['log_aspect']['total_variation_20_bins']}", file=sys.stderr)
+    return rows
+
+
+def bench_ffcv(device: torch.device, data: str | None, images: int, batch: int, workers: int, size: int,
+               local_size: int = 96, local_crops: int = 8) -> dict:
+    """The converter (images/s, size), the ffcv loader (decode once) against FFCV-SSL-style re-decoding per
+    view, the decode / augment split, and the crop distribution against the torch loader."""
+    from loaders.ffcv_loader import FfcvLoader
+    from loaders.write_beton import write_beton
+    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    tmp, root, source = image_source(data, images)
+    work = tempfile.TemporaryDirectory()
+    beton = Path(work.name) / "train.beton"
+    conv = write_beton(root, beton, workers=workers, progress=False)
+    conv.update(source=source, max_resolution=400, write_mode="jpg", jpeg_quality=90, workers=workers,
+                source_bytes=sum(f.stat().st_size for f in root.rglob("*") if f.is_file()))
+    print(f"  convert {conv['images']} images: {conv['images_per_s']} img/s, {conv['bytes'] / 2**20:.1f} MiB "
+          f"(source {conv['source_bytes'] / 2**20:.1f} MiB)", file=sys.stderr)
+    recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, mean, std),
+               f"dino 2x{size} + {local_crops}x{local_size}": dino_recipe(size, local_size, local_crops, (0.4, 1.0),
+                                                                       (0.05, 0.4), mean, std)}
+    rows = []
+    for name, recipe in recipes.items():
+        ld = FfcvLoader(str(beton), recipe, batch, 0, 1, device, seed=0, num_workers=workers)
+        rates = {}
+        for arm, pull in (("decode only", lambda: ld.decoded()), ("decode once + augment", lambda: iter(ld))):
+            ld.set_epoch(0)
+            it = pull()
+            next(it)
+            sync(device)
+            t, n = time.perf_counter(), 0
+            for _ in it:
+                n += batch
+                if n >= images:
+                    break
+            sync(device)
+            rates[arm] = n / max(time.perf_counter() - t, 1e-9)
+        rates["re-decode per view (FFCV-SSL style)"] = _ffcv_redecode_rate(beton, recipe, batch, workers, images, device)
+        ours, theirs = rates["decode once + augment"], rates["re-decode per view (FFCV-SSL style)"]
+        rows.append({"recipe": name, "batch": batch, "workers": workers, "images": images,
+                     **{f"{k} img/s": round(v, 1) for k, v in rates.items()},
+                     "augment_ms_per_image": round(1e3 * (1 / ours - 1 / rates["decode only"]), 2),
+                     "decode_ms_per_image": round(1e3 / rates["decode only"], 2),
+                     "decode_once_vs_redecode": round(ours / theirs, 2)})
+        print(f"  ffcv {name:24s} decode once {ours:7.1f} img/s, re-decode per view {theirs:7.1f} img/s "
+              f"({ours / theirs:.2f}x); decode only {rates['decode only']:7.1f} img/s", file=sys.stderr)
+    dist = _crop_distribution(beton, recipes["mocov3 two-view"], 4000)
+    work.cleanup()
+    if tmp is not None:
+        tmp.cleanup()
+    return {"convert": [conv], "loader": rows, "crop_distribution": dist}
 
 
 # ----------------------------------------------------------------------------- augment
@@ -246,8 +404,13 @@ def main(argv: list[str] | None = None) -> dict:
                                                   args.workers, size, local_size=size * 96 // 224)
         rate = {(r["loader"], r["recipe"]): r["images_per_s"] for r in out["results"]["loaders"]}
         for (name, recipe), v in rate.items():
-            if name in ("dali", "nvjpeg") and rate.get(("torch", recipe)):
+            if name in ("dali", "nvjpeg", "ffcv") and rate.get(("torch", recipe)):
                 print(f"  {name} / torch, {recipe}: {v / rate[('torch', recipe)]:.2f}x", file=sys.stderr)
+    if "ffcv" in only:
+        size, batch = (64, 16) if args.quick else (224, 32)
+        for key, rows in bench_ffcv(device, args.data, 64 if args.quick else args.images, batch, args.workers, size,
+                                    local_size=size * 96 // 224).items():
+            out["results"][f"ffcv_{key}"] = rows
     if "augment" in only:
         batch, size = (8, 64) if args.quick else ((256 if gpu else 32), 224)
         out["results"]["augment"] = bench_augment(device, batch, size, size * 96 // 224, iters=2 if args.quick else 5)

@@ -37,6 +37,8 @@ reads the same file without ffcv and decodes on the GPU.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import replace
 from typing import Iterator
 
@@ -55,6 +57,7 @@ try:
     from ffcv.fields.rgb_image import IMAGE_MODES, SimpleRGBImageDecoder
     from ffcv.libffcv import imdecode, memcpy
     from ffcv.loader import Loader, OrderOption
+    from ffcv.loader.epoch_iterator import IS_CUDA as FFCV_CUDA, EpochIterator
     from ffcv.pipeline.allocation_query import AllocationQuery
     from ffcv.pipeline.compiler import Compiler
     from ffcv.transforms import ToDevice, ToTensor
@@ -64,6 +67,17 @@ except ImportError as e:  # the registry turns this into an install hint
     raise ImportError(f"the ffcv loader needs ffcv ({e})") from e
 
 IMAGE, LABEL, INDEX = "image", "label", "index"
+_THREAD_ERRORS: dict = {}  # ffcv loading thread -> the exception that ended it
+_previous_excepthook = threading.excepthook
+
+
+def _record_loader_errors(args) -> None:
+    if isinstance(args.thread, EpochIterator):
+        _THREAD_ERRORS[args.thread] = args.exc_value
+    _previous_excepthook(args)
+
+
+threading.excepthook = _record_loader_errors
 
 
 class CanvasDecoder(SimpleRGBImageDecoder):
@@ -91,10 +105,12 @@ class CanvasDecoder(SimpleRGBImageDecoder):
             for k in my_range(len(batch_indices)):
                 field = metadata[batch_indices[k]]
                 data = mem_read(field["data_ptr"], storage_state)
-                h, w = field["height"], field["width"]
+                h, w = np.int64(field["height"]), np.int64(field["width"])  # u2 in the metadata: numba's
+                # parallel lowering fails on u2 arithmetic
                 flat = scratch[k][:h * w * 3]
                 if field["mode"] == jpg:
-                    decode_jpeg(data, flat, h, w, h, w, 0, 0, 1, 1, False, False)
+                    if decode_jpeg(data, flat, h, w, h, w, 0, 0, 1, 1, False, False) != 0:
+                        raise ValueError("libjpeg-turbo cannot decode an image of this batch")
                 else:
                     copy(data, flat)
                 canvas[k, :h, :w, :] = flat.reshape(h, w, 3)
@@ -129,6 +145,7 @@ class FfcvLoader:
                  seed: int = 0, num_workers: int = 0, order: str = "random", os_cache: bool = True,
                  batches_ahead: int = 2):
         from .beton import Beton
+        self.path = path
         self.recipe, self.device = recipe, torch.device(device)
         self.global_batch, self.batch_size = global_batch, global_batch // world
         self.rank, self.world, self.seed, self.order = rank, world, seed, order
@@ -168,7 +185,7 @@ class FfcvLoader:
                              drop_last=True, batches_ahead=max(1, batches_ahead), seed=seed)
         self.loader.traversal_order = _Order(self.loader, self)
         self.loader.first_traversal_order = np.zeros(len(self) * self.batch_size, dtype=np.uint64)  # its __len__
-        self.outputs = [name for name in self.loader.reader.handlers if pipelines.get(name) is not None]
+        self.outputs = list(self.loader.pipeline_specs)  # the order of FFCV's outputs
 
     def __len__(self) -> int:
         return steps_per_epoch(self.num_samples, self.global_batch)
@@ -187,11 +204,37 @@ class FfcvLoader:
 
     def decoded(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(step, canvas [B, Hmax, Wmax, 3] uint8, index [B], label [B]) of this epoch from the start step, as
-        FFCV delivers them (on the device)."""
+        FFCV delivers them (on the device).
+
+        FFCV's own ``__next__`` waits forever when its loading thread dies (a decoder error, a failed compile):
+        here the queue is read with a timeout and a dead thread's exception is raised in this thread instead.
+        """
         self.loader.next_epoch = self.epoch  # the traversal order of this epoch, from self.start
-        for k, out in enumerate(self.loader):
-            got = dict(zip(self.outputs, out))
-            yield self.start + k, got[IMAGE], got[INDEX].view(-1), got[LABEL].view(-1)
+        it = iter(self.loader)  # ffcv's EpochIterator: a thread, already started
+        try:
+            k = 0  # batches delivered
+            while True:
+                try:
+                    item = it.output_queue.get(timeout=0.5)
+                except queue.Empty:
+                    if it.is_alive():
+                        continue
+                    err = _THREAD_ERRORS.pop(it, None)
+                    ids = (f", samples {rank_batches(self.num_samples, self.global_batch, self.rank, self.world, self.seed, self.epoch, self.start + k)[0]}"
+                           if self.order == "random" else "")
+                    raise DataError(f"{self.path}: ffcv's loading thread stopped at step {self.start + k} of epoch "
+                                    f"{self.epoch}{ids} ({type(err).__name__}: {err}); if an image is damaged, "
+                                    "write the .beton again from the source folder") from err
+                if item is None:
+                    return
+                slot, out = item
+                if FFCV_CUDA:  # as ffcv's __next__: the consumer's stream waits for this batch's copies
+                    it.current_stream.wait_stream(it.cuda_streams[slot])
+                got = dict(zip(self.outputs, out))
+                yield self.start + k, got[IMAGE], got[INDEX].view(-1), got[LABEL].view(-1)
+                k += 1
+        finally:
+            it.close()
 
     def __iter__(self) -> Iterator[Batch]:
         for step, canvas, index, label in self.decoded():

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 from sdmp_fast.views import EvalSpec, Recipe, ViewSpec
 
-__all__ = ["ViewParams", "sample_view_params", "apply_views", "eval_views", "GRAY_WEIGHTS", "JITTER_ORDER"]
+__all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "GRAY_WEIGHTS", "JITTER_ORDER"]
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
 JITTER_ORDER = ("brightness", "contrast", "saturation", "hue")  # fixed (see the module docstring)
@@ -323,17 +323,27 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
         rows = _aa_weights(f32(p.top), f32(p.height), torch.full_like(zero, s), zero, s, hmax)
         cols = _aa_weights(f32(p.left), f32(p.width), torch.full_like(zero, s), zero, s, wmax)
         cols = torch.where(p.flip.view(-1, 1, 1), cols.flip(1), cols)  # horizontal flip of the output
-        x = _resample(img, rows, cols)
-        if spec.jitter_p > 0 and any(v > 0 for v in spec.jitter):
-            x = _color_jitter(x, p, spec)
-        if spec.gray_p > 0:
-            x = torch.where(_col(p.gray), _gray(x).expand_as(x), x)
-        if spec.blur_p > 0 and _blur_half(spec) > 0:
-            x = _gaussian_blur(x, p.sigma, _blur_half(spec))
-        if spec.solarize_p > 0:
-            x = torch.where(_col(p.solarize) & (x >= spec.solarize_threshold / 255), 1.0 - x, x)
-        views.append(_normalise(x, recipe.mean, recipe.std, out_dtype))
+        views.append(finish_view(_resample(img, rows, cols), p, spec, recipe.mean, recipe.std, out_dtype))
     return views
+
+
+def finish_view(x: torch.Tensor, p: ViewParams, spec: ViewSpec, mean: Sequence[float] | torch.Tensor,
+                std: Sequence[float] | torch.Tensor, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Everything after crop + resize (and flip): colour jitter, grayscale, blur, solarize, normalise.
+
+    ``x`` is a float32 ``[B, 3, s, s]`` view on the [0, 1] scale; ``p`` its parameters (the box and flip
+    fields are not used). :func:`apply_views` calls it; so does the benchmark's FFCV-SSL-style arm, whose
+    crops come out of FFCV's decoder, so both arms share one colour pipeline.
+    """
+    if spec.jitter_p > 0 and any(v > 0 for v in spec.jitter):
+        x = _color_jitter(x, p, spec)
+    if spec.gray_p > 0:
+        x = torch.where(_col(p.gray), _gray(x).expand_as(x), x)
+    if spec.blur_p > 0 and _blur_half(spec) > 0:
+        x = _gaussian_blur(x, p.sigma, _blur_half(spec))
+    if spec.solarize_p > 0:
+        x = torch.where(_col(p.solarize) & (x >= spec.solarize_threshold / 255), 1.0 - x, x)
+    return _normalise(x, mean, std, out_dtype)
 
 
 def eval_views(images: torch.Tensor, sizes: torch.Tensor, spec: EvalSpec, mean: Sequence[float] | torch.Tensor,

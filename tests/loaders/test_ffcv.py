@@ -185,3 +185,20 @@ def test_gpu_hand_off(ffcv_interpreted, betons):
     b = next(iter(ld))
     b.check()
     assert all(v.device.type == "cuda" for v in b.views) and b.index.device.type == "cuda"
+
+
+def test_a_damaged_jpeg_stops_the_loader_with_a_clear_error(ffcv_interpreted, betons, tmp_path):
+    """ffcv ignores libjpeg-turbo's status and its iterator hangs when its thread dies: neither happens here."""
+    from loaders.beton import Beton
+    path = tmp_path / "damaged.beton"
+    raw = bytearray(betons["jpg"][0].read_bytes())
+    ref = Beton(betons["jpg"][0])
+    sample = rank_batches(len(ref), 8, 0, 1, seed=0, epoch=0)[1][3]  # in the second batch
+    ptr = int(ref.metadata["image"][sample]["data_ptr"])
+    ref.close()
+    raw[ptr:ptr + 600] = bytes(600)  # the JPEG header and the start of the scan
+    path.write_bytes(bytes(raw))
+    ld = _loader(ffcv_interpreted, path, mocov3_recipe(16, 0.2, MEAN, STD))
+    ld.set_epoch(0)
+    with pytest.raises(DataError, match=rf"stopped at step 1 of epoch 0, samples \[.*\b{sample}\b.*\].*cannot decode"):
+        list(ld)
