@@ -7,6 +7,7 @@ epoch, so no rank waits on a collective that another rank never reaches.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 
 import torch
@@ -169,3 +170,20 @@ def main_first(fn):
         kind, message = shared
         raise kind(message)
     return result if is_main() else fn()
+
+
+def rank_block(n: int) -> range:
+    """This rank's contiguous share of ``n`` items (ceil(n / world) each, the last ranks fewer; all of them in one process)."""
+    per = math.ceil(n / get_world())
+    r = get_rank()
+    return range(min(r * per, n), min((r + 1) * per, n))
+
+
+def gather_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The full ``[n, ...]`` tensor from every rank's ``rank_block(n)`` rows (no gradient); identity in one process."""
+    if get_world() == 1:
+        return x
+    per = math.ceil(n / get_world())
+    pad = torch.zeros(per, *x.shape[1:], dtype=x.dtype, device=x.device)
+    pad[:x.shape[0]] = x
+    return all_gather_cat(pad)[:n]

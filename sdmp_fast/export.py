@@ -26,14 +26,37 @@ def export_backbone(backbone: nn.Module, path: str | Path, extra: dict | None = 
                         "state_dict": state, **(extra or {})}, path)
 
 
-def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild an exported backbone with timm and load its weights (strict)."""
+def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check an export file: the dict with ``model_name``, ``model_kwargs``, ``state_dict`` (and extras)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no exported backbone here (pretraining writes RUN_DIR/backbone.pt)")
     d = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ValueError(f"{path}: not an sdmp_fast backbone export (format {d.get('format') if isinstance(d, dict) else type(d)!r})")
-    model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])
-    model.load_state_dict(d["state_dict"], strict=True)
+    return d
+
+
+def backbone_from_export(d: dict, **kwargs_override) -> nn.Module:
+    """Rebuild the timm model of an export dict (``kwargs_override`` replaces constructor kwargs) and load its weights.
+
+    Without overrides the load is strict. With ``num_classes`` (a classifier head the export lacks) the
+    head's parameters are the only keys allowed to be missing.
+    """
+    kwargs = {**d["model_kwargs"], **kwargs_override}
+    model = timm.create_model(d["model_name"], pretrained=False, **kwargs)
+    if not kwargs.get("num_classes"):
+        model.load_state_dict(d["state_dict"], strict=True)
+        return model
+    missing, unexpected = model.load_state_dict(d["state_dict"], strict=False)
+    prefix = model.pretrained_cfg.get("classifier", "head")  # timm names the classifier: "head" (ViT), "fc" (ResNet)
+    head = {f"{prefix}.{n}" for n, _ in model.get_classifier().named_parameters()}
+    if unexpected or set(missing) - head:
+        raise ValueError(f"export does not match {d['model_name']}: missing {sorted(set(missing) - head)}, "
+                         f"unexpected {sorted(unexpected)}")
     return model
+
+
+def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild an exported backbone with timm and load its weights (strict)."""
+    return backbone_from_export(load_export(path, map_location))

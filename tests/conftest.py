@@ -97,3 +97,28 @@ def crop_fractions(view, recipe):
     hf = (g[:, -1, :] - g[:, 0, :]).mean(1) / 255 * s / (s - 1)
     flipped = (r[:, :, -1] - r[:, :, 0]).mean(1) < 0
     return wf, hf, flipped
+
+
+EVAL_TINY = ["--config", str(Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml")]
+DINO_TINY = ["method.name=dino", "model.backbone=vit_tiny_p4_dino", "data.local_crops=2", "data.local_size=16",
+             "method.dino_out_dim=128", "method.dino_hidden_dim=64", "method.dino_bottleneck_dim=32"]
+
+
+@pytest.fixture(scope="session")
+def mocov3_run(image_folder, session_cache, tmp_path_factory) -> Path:
+    """A 2-step MoCo v3 + SDMP run directory (backbone.pt, config.yaml, knn.json with bank 24, k 5) on image_folder."""
+    from sdmp_fast.pretrain import run
+    out = tmp_path_factory.mktemp("mocov3_run") / "run"
+    run([*EVAL_TINY, "--data", str(image_folder), "--out", str(out), f"data.cache_dir={session_cache}",
+         "run.knn=true", "run.knn_bank=24", "run.knn_k=5"], progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dino_run(image_folder, session_cache, tmp_path_factory) -> Path:
+    """A 2-step DINO + SDMP run directory (the teacher's backbone exported) on image_folder."""
+    from sdmp_fast.pretrain import run
+    out = tmp_path_factory.mktemp("dino_run") / "run"
+    run([*EVAL_TINY, "--data", str(image_folder), "--out", str(out), f"data.cache_dir={session_cache}", *DINO_TINY],
+        progress=False)
+    return out

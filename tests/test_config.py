@@ -85,7 +85,7 @@ def test_round_trip_and_resolve():
 
 
 def test_shipped_configs_load():
-    files = sorted((ROOT / "configs").glob("*.yaml"))
+    files = sorted((ROOT / "configs").glob("*.yaml"))  # pretraining; configs/eval/ holds the evaluation commands'
     assert files, "configs/ is empty"
     for f in files:
         load_config(f)

@@ -1,0 +1,113 @@
+"""A pretrained backbone as the evaluation commands read it: run directory or export, and its random-init twin.
+
+``--pretrained`` names a run directory (``RUN_DIR/backbone.pt``, written at the end of pretraining) or an
+export file. The export records the timm model name, its constructor kwargs and (for pretraining runs)
+the resolved pretraining config, whose data settings are the evaluation defaults.
+
+Every evaluation reports the same architecture at random initialisation beside the trained backbone,
+as pretraining's k-NN report does. When the export records ``model.backbone`` and ``run.seed``, the
+random-init weights are drawn by that registry builder after ``torch.manual_seed(run.seed)``: the very
+initialisation pretraining started from (for MoCo v3-form ViTs that includes the fixed sin-cos position
+embedding and the frozen random patch projection). Otherwise: ``timm.create_model(model_name,
+**model_kwargs)`` after ``torch.manual_seed(seed)``. Both arms are plain timm models of the same class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from sdmp_fast.config import Config, ConfigError, DataConfig
+from sdmp_fast.datasets import Split
+from sdmp_fast.export import backbone_from_export, load_export
+
+
+@dataclass
+class Pretrained:
+    export_path: Path
+    run_dir: Path  # default home of the evaluation outputs
+    export: dict  # model_name, model_kwargs, state_dict, and the recorded extras (config, method, sdmp)
+    trained: nn.Module
+    random_init: nn.Module
+    random_init_how: str
+
+    @property
+    def config(self) -> dict:
+        return self.export.get("config") or {}
+
+    @property
+    def description(self) -> str:
+        method = self.export.get("method") or self.config.get("method", {}).get("name", "?")
+        sdmp = self.export.get("sdmp")
+        return f"{self.export['model_name']} from {method}{' + SDMP' if sdmp else ''} ({self.export_path})"
+
+
+def resolve_export_path(text: str | None) -> tuple[Path, Path]:
+    """``--pretrained`` -> (export file, run directory); errors say what is expected."""
+    if not text:
+        raise ConfigError("--pretrained is required: a pretraining run directory (RUN_DIR/backbone.pt) "
+                          "or an exported backbone file")
+    p = Path(text).expanduser()
+    if p.is_dir():
+        f = p / "backbone.pt"
+        if not f.is_file():
+            raise ConfigError(f"--pretrained {text}: the run directory has no backbone.pt (pretraining writes it at "
+                              "the end; a stopped run continues with python -m sdmp_fast.pretrain --out RUN_DIR --resume auto)")
+        return f, p
+    if p.is_file():
+        return p, p.parent
+    raise ConfigError(f"--pretrained {text}: no such run directory or export file")
+
+
+def build_random_init(d: dict) -> tuple[nn.Module, str]:
+    """The export's architecture at random initialisation, drawn as pretraining drew it (module docstring)."""
+    import sdmp_fast.models  # noqa: F401  (registers the backbones)
+    from sdmp_fast.registry import BACKBONES
+    cfg = d.get("config") or {}
+    seed = int(cfg.get("run", {}).get("seed", 0))
+    name = cfg.get("model", {}).get("backbone")
+    if name in BACKBONES:
+        torch.manual_seed(seed)
+        built = BACKBONES.build(name, img_size=int(cfg.get("data", {}).get("image_size", 224)),
+                                drop_path=float(cfg.get("model", {}).get("drop_path", 0.0)))
+        spec = getattr(built, "sdmp_spec", None)
+        if spec is not None and spec.timm_name == d["model_name"] and dict(spec.kwargs) == dict(d["model_kwargs"]):
+            model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])
+            model.load_state_dict(built.state_dict(), strict=True)  # a plain timm model, like the trained one
+            return model, f"model.backbone={name} built at seed {seed} (pretraining's initialisation)"
+    torch.manual_seed(seed)
+    model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])
+    return model, f"timm.create_model({d['model_name']!r}, **model_kwargs) at seed {seed}"
+
+
+def load_pretrained(text: str | None) -> Pretrained:
+    """Read ``--pretrained`` (run directory or export file) into the trained backbone and its random-init twin."""
+    path, run_dir = resolve_export_path(text)
+    try:
+        d = load_export(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--pretrained {text}: {e}") from None
+    trained = backbone_from_export(d)
+    random_init, how = build_random_init(d)
+    return Pretrained(path, run_dir, d, trained, random_init, how)
+
+
+def is_vit(model: nn.Module) -> bool:
+    return getattr(model, "cls_token", None) is not None and hasattr(model, "get_intermediate_layers")
+
+
+def default_out_dir(p: Pretrained, name: str) -> Path:
+    """``RUN_DIR/<name>`` for a run directory (or RUN_DIR/backbone.pt); ``<dir>/<stem>_<name>`` for another export file."""
+    if p.export_path.name == "backbone.pt":
+        return p.run_dir / name
+    return p.run_dir / f"{p.export_path.stem}_{name}"
+
+
+def load_eval_splits(path: str, cache_dir: str, skip_corrupt: bool) -> tuple[Split, Split | None, str]:
+    """Scan and verify the folder's splits exactly as pretraining does (``pretrain.load_splits``)."""
+    from sdmp_fast.pretrain import load_splits
+    return load_splits(Config(data=DataConfig(path=path, cache_dir=cache_dir, skip_corrupt=skip_corrupt)))
+

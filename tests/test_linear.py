@@ -1,0 +1,131 @@
+"""Linear evaluation: the probe on synthetic features, the protocols' features, and python -m sdmp_fast.linear in-process."""
+import json
+
+import pytest
+import torch
+
+from sdmp_fast.engine import checkpoint as ckpt
+from sdmp_fast.linear import FAST_MODE, main, run
+import sdmp_fast.models  # noqa: F401  (registers the backbones)
+from sdmp_fast.registry import BACKBONES
+from sdmp_fast.probe import accuracy, feature_dim, fit_linear_probe, probe_features
+
+TINY = ["data.batch_size=8", "data.num_workers=0", "run.epochs=3"]
+
+
+def _clusters(n: int, g: torch.Generator, centers: torch.Tensor):
+    y = torch.arange(n) % centers.shape[0]
+    return centers[y] + 0.5 * torch.randn(n, centers.shape[1], generator=g), y
+
+
+def test_probe_learns_separable_features_and_not_shuffled_labels():
+    g = torch.Generator().manual_seed(0)
+    centers = 3 * torch.randn(4, 32, generator=g)
+    x, y = _clusters(800, g, centers)
+    xv, yv = _clusters(400, g, centers)
+    head = fit_linear_probe(x, y, 4, epochs=10, batch_size=64, lr=0.5, seed=0)
+    assert accuracy(head, xv, yv)["top1"] > 98
+    shuffled = y[torch.randperm(len(y), generator=g)]
+    head = fit_linear_probe(x, shuffled, 4, epochs=10, batch_size=64, lr=0.5, seed=0)
+    assert accuracy(head, xv, yv)["top1"] < 40  # chance is 25
+
+
+def test_protocol_features_of_a_tiny_vit():
+    torch.manual_seed(0)
+    vit = BACKBONES.build("vit_tiny_p4", img_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        last = probe_features(vit, x, "mocov3")
+        four = probe_features(vit, x, "dino")
+        assert last.shape == (2, 128) and torch.allclose(last, vit(x))  # the last block's class token, normed
+        assert four.shape == (2, 4 * 128) == (2, feature_dim(vit, "dino"))
+        assert torch.allclose(four[:, -128:], last, atol=1e-5)  # the 4th of the last 4 blocks is the last one
+        assert not torch.allclose(four[:, :128], last, atol=1e-3)
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "augmented"])
+def test_linear_cli_end_to_end(mocov3_run, tmp_path, capsys, cached):
+    argv = ["--pretrained", str(mocov3_run), *TINY, "run.eval_every=2"]
+    if cached:  # default output directory: RUN_DIR/linear/mocov3_cached
+        argv.append("--cached-features")
+        out = mocov3_run / "linear" / "mocov3_cached"
+    else:
+        argv += ["--out", str(tmp_path / "lin")]
+        out = tmp_path / "lin"
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    res = json.loads((out / "linear.json").read_text())
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 3] and lines[-1]["final"] and "val" in lines[1]
+    assert res["epochs"] == 3 and res["lr"] == pytest.approx(3.0 * 8 / 256) and res["feature_dim"] == 128
+    for arm in ("trained", "random_init"):
+        assert 0 <= res[arm]["top1"] <= 100 and "top5" not in res[arm]  # 3 classes
+    assert "random init" in stdout and "trained" in stdout
+    if cached:
+        assert res["mode"] == FAST_MODE and FAST_MODE in stdout and all(r["mode"] == FAST_MODE for r in lines)
+    else:
+        assert "not the paper protocol" not in stdout + json.dumps(res)
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_000000002.pt", "step_000000003.pt"]
+
+
+def test_linear_resume_is_exact(mocov3_run, tmp_path):
+    """augmented views: 2 epochs, stop, resume to 4 = 4 epochs uninterrupted (heads, accuracy)."""
+    common = ["--pretrained", str(mocov3_run), "--protocol", "dino", *TINY, "run.epochs=4"]
+    full = run([*common, "--out", str(tmp_path / "full")], progress=False)
+    part = run([*common, "--out", str(tmp_path / "part"), "run.stop_after=2"], progress=False)
+    assert part["stopped_early"] and part["epochs_done"] == 2
+    again = run([*common, "--out", str(tmp_path / "part"), "--resume", "auto"], progress=False)
+    a = ckpt.load(ckpt.latest_checkpoint(tmp_path / "full"))
+    b = ckpt.load(ckpt.latest_checkpoint(tmp_path / "part"))
+    assert a["epoch"] == b["epoch"] == 4
+    for k, v in a["heads"].items():
+        assert torch.equal(v, b["heads"][k]), k
+    assert full["trained"] == again["trained"] and full["random_init"] == again["random_init"]
+    assert full["feature_dim"] == 4 * 128
+    # a second run into the same directory without --resume is refused, nothing touched
+    assert main([*common, "--out", str(tmp_path / "part")]) == 2
+
+
+def _resnet_export(path):
+    import timm
+
+    from sdmp_fast.export import FORMAT
+    m = timm.create_model("resnet18", num_classes=0)
+    torch.save({"format": FORMAT, "model_name": "resnet18", "model_kwargs": {"num_classes": 0},
+                "state_dict": m.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "--pretrained is required"),
+    (["--pretrained", "/no/such/run"], "--pretrained /no/such/run: no such run directory or export file"),
+    (["--pretrained", "{run}", "probe.protocl=dino"], "unknown key 'probe.protocl'"),
+    (["--pretrained", "{run}", "--loader", "dali"], "supported: torch"),
+    (["--pretrained", "{run}", "--protocol", "byol"], "probe.protocol = 'byol' is not allowed"),
+    (["--pretrained", "{empty}"], "the run directory has no backbone.pt"),
+    (["--pretrained", "{resnet}", "--protocol", "dino"], "has none: use --protocol mocov3"),
+], ids=["missing", "no_such_path", "unknown_key", "loader", "protocol", "no_export", "dino_on_resnet"])
+def test_bad_input_is_a_clear_error(mocov3_run, tmp_path, capsys, argv, message):
+    (tmp_path / "empty").mkdir()
+    subs = {"{run}": str(mocov3_run), "{empty}": str(tmp_path / "empty")}
+    if "{resnet}" in argv:
+        subs["{resnet}"] = str(_resnet_export(tmp_path / "r18.pt"))
+    argv = [subs.get(a, a) for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "x"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_shipped_protocol_configs():
+    from pathlib import Path
+
+    from sdmp_fast.eval_config import load_eval_config
+    from sdmp_fast.linear import LinearConfig, validate
+    root = Path(__file__).resolve().parent.parent / "configs" / "eval"
+    for name, protocol, lr, epochs in (("linear_mocov3", "mocov3", 3.0, 90), ("linear_dino", "dino", 0.001, 100)):
+        cfg = load_eval_config(LinearConfig, root / f"{name}.yaml")
+        validate(cfg)
+        assert (cfg.probe.protocol, cfg.optim.lr, cfg.run.epochs, cfg.data.batch_size) == (protocol, lr, epochs, 1024)
+        assert not cfg.probe.cached_features and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 0
+
