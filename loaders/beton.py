@@ -52,7 +52,7 @@ class Beton:
         if HEADER.itemsize + num_fields * FIELD_DESC.itemsize > file_size or not 0 < alloc_ptr <= file_size:
             raise damaged(f"the header points past the end: {num_fields} fields, allocation table at byte {alloc_ptr}")
         desc = np.fromfile(self.path, dtype=FIELD_DESC, count=num_fields, offset=HEADER.itemsize)
-        names = [bytes(d["name"]).split(b"\0", 1)[0].decode() for d in desc]
+        names = [bytes(d["name"]).split(b"\0", 1)[0].decode("utf-8", "replace") for d in desc]
         types = [int(d["type_id"]) for d in desc]
         unknown = [(n, t) for n, t in zip(names, types) if t not in METADATA_BY_TYPE]
         if unknown:

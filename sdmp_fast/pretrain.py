@@ -27,7 +27,6 @@ from sdmp_fast.datasets import DataError, Split, find_data, scan_folder, verify_
 from sdmp_fast.engine import checkpoint as ckpt
 from sdmp_fast.engine.trainer import NonFiniteLoss, Trainer
 from sdmp_fast.export import export_backbone
-from sdmp_fast.knn import knn_accuracy
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
@@ -119,32 +118,11 @@ def load_splits(cfg: Config) -> tuple[Split, Split | None, str]:
 
 def run_knn(cfg: Config, trained: torch.nn.Module, random_init: torch.nn.Module, train: Split, val: Split | None,
             device: torch.device) -> dict:
-    """k-NN accuracy of the trained backbone and of the same architecture at random init."""
-    from loaders.torch_folder import eval_batches
-    from sdmp_fast.views import eval_spec
-    g = torch.Generator().manual_seed(0)  # fixed bank for comparable numbers across runs and seeds
-    perm = torch.randperm(len(train), generator=g).tolist()
-    bank_idx = sorted(perm[:cfg.run.knn_bank])
-    if val is not None:
-        query_split = val
-        n = len(val) if cfg.run.knn_queries == 0 else min(cfg.run.knn_queries, len(val))
-        query_idx = list(range(n))
-        query_name = f"{val.root.name} split"
-    else:  # no val split: disjoint held-out train images
-        query_split = train
-        rest = perm[cfg.run.knn_bank:]
-        query_idx = sorted(rest[:cfg.run.knn_queries or 10000])
-        query_name = "held-out train images (no val split)"
-    if not query_idx:
-        raise DataError("k-NN: no query images left; lower run.knn_bank or add a val split (or run.knn=false)")
-    spec = eval_spec(cfg.data.image_size)
-    out = {"k": cfg.run.knn_k, "bank": len(bank_idx), "queries": len(query_idx), "query_set": query_name}
-    for name, model in (("trained", trained), ("random_init", random_init)):
-        model = model.to(device)
-        bank = eval_batches(train, bank_idx, spec, cfg.data.mean, cfg.data.std, 256, cfg.data.num_workers)
-        queries = eval_batches(query_split, query_idx, spec, cfg.data.mean, cfg.data.std, 256, cfg.data.num_workers)
-        out[name] = knn_accuracy(model, bank, queries, len(train.classes), device, k=cfg.run.knn_k)
-    return out
+    """k-NN accuracy of the trained backbone and of the same architecture at random init (``knn.knn_report``)."""
+    from sdmp_fast.knn import knn_report
+    return knn_report({"trained": trained, "random_init": random_init}, train, val, device,
+                      image_size=cfg.data.image_size, mean=cfg.data.mean, std=cfg.data.std, bank=cfg.run.knn_bank,
+                      queries=cfg.run.knn_queries, k=cfg.run.knn_k, num_workers=cfg.data.num_workers)
 
 
 def run(argv: list[str] | None = None, progress: bool = True) -> dict:
@@ -222,8 +200,11 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
                "last": result.last_logs, "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
     if result.stopped_early:
         if dist.is_main():
-            print(f"[run] stopped after step {trainer.step} of {res.total_steps} (run.stop_after); "
-                  f"continue with --resume auto --out {out_dir}", file=sys.stderr)
+            why = f"preempted by {result.preempted}" if result.preempted else "run.stop_after"
+            print(f"[run] stopped after step {trainer.step} of {res.total_steps} ({why}); checkpoint "
+                  f"{trainer.last_checkpoint or 'written by rank 0'}; continue with --resume auto --out {out_dir}",
+                  file=sys.stderr)
+        summary["preempted"] = result.preempted
         dist.shutdown()
         return summary
     if dist.is_main():

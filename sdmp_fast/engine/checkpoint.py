@@ -14,7 +14,9 @@ import torch
 CKPT_DIR = "checkpoints"
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
+def save_atomic(obj: Any, path: str | Path, fault_step: int | None = None) -> Path:
+    """Write ``obj`` to ``path`` atomically. ``fault_step``: the training step, for ``SDMP_FAULT``'s
+    ``kill_in_checkpoint@N`` (the tests' crash in the middle of a write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -22,6 +24,12 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
+            if fault_step is not None:
+                from .preempt import fault, kill_now
+                if fault("kill_in_checkpoint", fault_step):
+                    f.truncate(f.tell() // 2)
+                    os.fsync(f.fileno())
+                    kill_now(f"in the middle of writing {path}")
             os.fsync(f.fileno())
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -45,8 +53,13 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def prune(out_dir: str | Path, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints; remove the temporary files a crashed writer left behind."""
     for p in list_checkpoints(out_dir)[:-keep]:
         p.unlink(missing_ok=True)
+    d = Path(out_dir) / CKPT_DIR
+    for p in d.glob(".step_*.pt.tmp-*") if d.is_dir() else []:
+        if not p.name.endswith(f".tmp-{os.getpid()}"):
+            p.unlink(missing_ok=True)
 
 
 def load(path: str | Path) -> dict:
@@ -62,3 +75,22 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
         except Exception:  # noqa: BLE001 - a damaged file is skipped; the next older one is tried
             continue
     return None
+
+
+def resume_point(out_dir: str | Path, resume: str | None) -> Path | None:
+    """The checkpoint ``--resume`` names (``auto``: the newest valid one in ``out_dir``; None if there is none).
+
+    Without ``--resume``, an ``out_dir`` that already holds checkpoints is refused (nothing is overwritten).
+    """
+    from sdmp_fast.config import ConfigError
+    if not resume:
+        if list_checkpoints(out_dir):
+            raise ConfigError(f"{str(out_dir)!r} already holds checkpoints; continue with --resume auto, "
+                              "or choose another output directory (nothing was overwritten)")
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out_dir)
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: no such checkpoint file")
+    return path

@@ -16,7 +16,8 @@ rank 0 and broadcast there, so every rank acts at the same step; checkpoints are
 and hold every rank's random streams (the per-rank streams differ).
 
 Checkpoints are written atomically at epoch ends, every ``run.checkpoint_minutes`` (checked at
-logging points), when ``run.stop_after`` ends the invocation, and at the end. Each holds the method
+logging points), when ``run.stop_after`` ends the invocation, on preemption (SIGTERM / SIGUSR1, agreed
+across ranks: ``engine/preempt.py``) and at the end, always after the non-finite check of the logs. Each holds the method
 (student, teacher, heads, BN buffers, DINO's centre), optimizer, grad scaler, random streams and the global step;
 the loader's position is (epoch, step in epoch) = divmod(step, steps per epoch), and the ``torch``
 loader's per-sample randomness is a function of (seed, epoch, index), so a resumed run continues
@@ -42,6 +43,7 @@ from sdmp_fast.methods.base import Method, StepRandom
 from . import checkpoint as ckpt
 from .ema import ema_update
 from .optim import build_optimizer, clip_grad_per_param_
+from .preempt import Preemption, after_step, fault
 from .schedules import cosine_to, warmup_cosine
 
 
@@ -64,6 +66,7 @@ class FitResult:
     images_per_s: float
     last_logs: dict
     stopped_early: bool
+    preempted: str | None = None  # the signal that stopped the run (its checkpoint is written)
 
 
 class Trainer:
@@ -84,6 +87,7 @@ class Trainer:
         self.step = 0
         self.teacher_params, self.student_params = method.ema_pairs()
         self.last_checkpoint: Path | None = None
+        self.preempt = Preemption()
 
     @staticmethod
     def _wrap(method: Method, device: torch.device) -> torch.nn.Module:
@@ -155,7 +159,8 @@ class Trainer:
         rng_ranks = self._rank_rng_states()
         if not dist.is_main():
             return None
-        path = ckpt.save_atomic(self.state_dict(rng_ranks), ckpt.checkpoint_path(self.out_dir, self.step))
+        path = ckpt.save_atomic(self.state_dict(rng_ranks), ckpt.checkpoint_path(self.out_dir, self.step),
+                                fault_step=self.step)
         ckpt.prune(self.out_dir, keep=2)
         self.last_checkpoint = path
         return path
@@ -178,6 +183,9 @@ class Trainer:
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else contextlib.nullcontext()
         with ctx:
             loss, logs = self.model(views, self.rng)
+        if fault("nan", i + 1):  # SDMP_FAULT=nan@N (tests): a diverging step
+            loss = loss * float("nan")
+            logs = {**logs, "loss": logs["loss"] * float("nan")} if "loss" in logs else logs
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.clip_grad > 0:
@@ -205,13 +213,28 @@ class Trainer:
         from tqdm import tqdm
         bar = tqdm(total=total, initial=self.step, desc=f"{cfg.method.name}{'+sdmp' if cfg.sdmp.enabled else ''}",
                    unit="step", disable=not (progress and main), dynamic_ncols=True, mininterval=1.0)
-        t_start = t_log = time.time()
-        t_ckpt = time.time()
-        steps_at_log, start_step = self.step, self.step
+        t_start, start_step = time.time(), self.step
+        self.method.train()
+        self.preempt.install()
+        try:
+            self._loop(stop_at, spe, metrics, main, bar, t_start)
+        finally:
+            self.preempt.restore()
+            self.preempt.drain()
+            bar.close()
+        secs = time.time() - t_start
+        done = self.step - start_step
+        return FitResult(steps_done=done, total_steps=total, seconds=secs,
+                         images_per_s=done * cfg.data.batch_size / max(secs, 1e-9), last_logs=self.last_logs,
+                         stopped_early=self.step < total, preempted=self.preempt_stop)
+
+    def _loop(self, stop_at: int, spe: int, metrics: Path, main: bool, bar, t_start: float) -> None:
+        cfg = self.cfg
+        t_log = t_ckpt = time.time()
+        steps_at_log = self.step
         sums: dict[str, torch.Tensor] = {}
         n_sum = 0
-        last: dict = {}
-        self.method.train()
+        self.last_logs, self.preempt_stop = {}, None
         while self.step < stop_at:
             epoch, start_in_epoch = divmod(self.step, spe)
             self.loader.set_epoch(epoch, start_in_epoch)
@@ -221,16 +244,18 @@ class Trainer:
                     sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
                 n_sum += 1
                 bar.update(1)
+                after_step(self.step)
+                preempted = self.preempt.poll()  # the same answer on every rank at this step
                 at_end = self.step >= stop_at
                 epoch_end = self.step % spe == 0
-                if self.step % cfg.run.log_every == 0 or at_end or epoch_end:
+                if self.step % cfg.run.log_every == 0 or at_end or epoch_end or preempted:
                     # the only host sync of the loop: one read of the summed device values (averaged over ranks)
                     keys = sorted(sums)
                     means = dist.all_reduce_mean(torch.stack([sums[k] for k in keys])) if keys else None
                     vals = {k: float(means[i]) / n_sum for i, k in enumerate(keys)}
                     now = time.time()
                     ips = (self.step - steps_at_log) * cfg.data.batch_size / max(now - t_log, 1e-9)
-                    last = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
+                    last = self.last_logs = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
                             "momentum": float(self.momentum[self.step - 1]), "images_per_s": ips,
                             "elapsed_s": now - t_start}
                     if self.wd is not None:
@@ -247,14 +272,11 @@ class Trainer:
                     sums, n_sum, t_log, steps_at_log = {}, 0, now, self.step
                     timed = cfg.run.checkpoint_minutes > 0 and now - t_ckpt >= 60 * cfg.run.checkpoint_minutes
                     timed = dist.broadcast_flag(timed)  # rank 0's clock decides for every rank
-                    if epoch_end or at_end or timed:
+                    if epoch_end or at_end or timed or preempted:
                         self.save_checkpoint()
                         t_ckpt = time.time()
+                if preempted and not at_end:
+                    self.preempt_stop = self.preempt.signal_name or "a signal"
+                    return
                 if at_end:
-                    break
-        bar.close()
-        secs = time.time() - t_start
-        done = self.step - start_step
-        return FitResult(steps_done=done, total_steps=total, seconds=secs,
-                         images_per_s=done * cfg.data.batch_size / max(secs, 1e-9), last_logs=last,
-                         stopped_early=self.step < total)
+                    return

@@ -1,0 +1,156 @@
+"""Soak benchmark: minutes of real training with each loader, watching memory and speed over time.
+
+    python benchmarks/soak.py [--minutes 2] [--loaders torch,dali,nvjpeg,ffcv,synthetic] [--device auto]
+                              [--config FILE] [key=value ...] [--json PATH]
+
+Per loader: the default run (MoCo v3 + SDMP, tiny ViT, embedded Fashion-MNIST at 32 px; ``--config`` and
+overrides change it) trains with ``Trainer.train_step`` for ``--minutes``, epoch after epoch, while the host
+RSS of this process and its children (the torch loader's workers) and, on a GPU, the allocated and reserved
+device memory are sampled every ``--every`` seconds with the images/s of that window. The ffcv loader reads a
+``.beton`` of the same training split, written once into the cache. Reported per loader: the samples, the
+RSS after warm-up (the first ``--warmup`` fraction of the time) and at the end, their difference (the
+target is no growth after warm-up: DALI users report memory growth), and the first and last windows'
+images/s (drift). Results are printed and written as JSON with the environment record.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.timing import env_record, sync, write_json  # noqa: E402
+
+BACKENDS = {"dali": "nvidia.dali", "ffcv": "ffcv"}
+
+
+def rss_mib() -> float:
+    """Resident memory of this process and all its children, MiB."""
+    import psutil
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # a worker that just exited
+            pass
+    return total / 2**20
+
+
+def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every: float, warmup: float,
+             out_dir: Path) -> dict:
+    import dataclasses
+
+    import loaders  # noqa: F401
+    from sdmp_fast.config import resolve
+    from sdmp_fast.methods import build_method
+    from sdmp_fast.methods.base import method_recipe
+    from sdmp_fast.models import build_backbone
+    from sdmp_fast.pretrain import load_splits
+    from sdmp_fast.registry import LOADERS
+    from sdmp_fast.engine.trainer import Trainer
+    kwargs = {}
+    if loader_name == "ffcv":
+        split = load_splits(cfg)[0]
+        beton = out_dir / f"soak-{len(split)}.beton"
+        if not beton.is_file():
+            from loaders.write_beton import write_beton
+            write_beton(split.root, beton, progress=True)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader="ffcv", beton=str(beton)))
+    elif loader_name != "synthetic":
+        kwargs["split"] = load_splits(cfg)[0]
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader_name))
+    torch.manual_seed(cfg.run.seed)
+    method = build_method(cfg, build_backbone(cfg)).to(device)
+    ld = LOADERS.build(loader_name, cfg, method_recipe(cfg), rank=0, world=1, device=device, **kwargs)
+    res = resolve(cfg, ld.num_samples)
+    # schedules long enough for any soak (a table of 10^6 steps), never ending inside it
+    trainer = Trainer(cfg, dataclasses.replace(res, total_steps=10**6), method, ld, device, out_dir / loader_name)
+    samples, t0 = [], time.time()
+    t_win, n_win, epoch = t0, 0, 0
+    deadline = t0 + 60 * minutes
+    done = False
+    while not done:
+        ld.set_epoch(epoch)
+        for batch in ld:
+            trainer.train_step(batch.views)
+            n_win += batch.size
+            now = time.time()
+            if now - t_win >= every or now >= deadline:
+                sync(device)
+                now = time.time()
+                row = {"t_s": round(now - t0, 1), "images_per_s": round(n_win / (now - t_win), 1),
+                       "rss_mib": round(rss_mib(), 1), "step": trainer.step}
+                if device.type == "cuda":
+                    row.update(cuda_allocated_mib=round(torch.cuda.memory_allocated(device) / 2**20, 1),
+                               cuda_reserved_mib=round(torch.cuda.memory_reserved(device) / 2**20, 1))
+                samples.append(row)
+                print(f"  {loader_name:9s} {json.dumps(row)}", file=sys.stderr)
+                t_win, n_win = now, 0
+                if now >= deadline:
+                    done = True
+                    break
+        epoch += 1
+    after = [s for s in samples if s["t_s"] >= warmup * 60 * minutes] or samples
+    out = {"loader": loader_name, "minutes": minutes, "steps": trainer.step, "epochs_started": epoch + 1,
+           "rss_after_warmup_mib": after[0]["rss_mib"], "rss_end_mib": samples[-1]["rss_mib"],
+           "rss_growth_after_warmup_mib": round(samples[-1]["rss_mib"] - after[0]["rss_mib"], 1),
+           "rss_max_after_warmup_mib": max(s["rss_mib"] for s in after),
+           "images_per_s_first_window": samples[0]["images_per_s"],
+           "images_per_s_last_window": samples[-1]["images_per_s"],
+           "images_per_s_mean_after_warmup": round(sum(s["images_per_s"] for s in after) / len(after), 1),
+           "samples": samples}
+    if device.type == "cuda":
+        out["cuda_reserved_growth_after_warmup_mib"] = round(samples[-1]["cuda_reserved_mib"]
+                                                             - after[0]["cuda_reserved_mib"], 1)
+    del trainer, ld, method
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    p.add_argument("--warmup", type=float, default=0.25, help="fraction of the time treated as warm-up")
+    p.add_argument("--loaders", default="torch,dali,nvjpeg,ffcv,synthetic")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--config", default=None)
+    p.add_argument("--json", default=None, help="default: benchmarks/results/soak-<device>.json")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = p.parse_args(argv)
+    from sdmp_fast.config import load_config
+    from sdmp_fast.datasets import default_cache_dir
+    from sdmp_fast.pretrain import pick_device
+    cfg = load_config(args.config, ["run.knn=false", *args.overrides])
+    device = pick_device(args.device)
+    names = [n.strip() for n in args.loaders.split(",") if n.strip()]
+    missing = [n for n in names if n in BACKENDS and importlib.util.find_spec(BACKENDS[n]) is None]
+    if missing:
+        print(f"[soak] skipping {missing}: not installed", file=sys.stderr)
+    out_dir = default_cache_dir(cfg.data.cache_dir) / "soak"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"env": env_record(device), "config": {"overrides": args.overrides, "config": args.config},
+              "results": []}
+    print(json.dumps(result["env"]))
+    for name in names:
+        if name in missing:
+            continue
+        r = soak_one(cfg, name, device, args.minutes, args.every, args.warmup, out_dir)
+        result["results"].append(r)
+        print(f"[soak] {name}: RSS {r['rss_after_warmup_mib']} -> {r['rss_end_mib']} MiB after warm-up "
+              f"({r['rss_growth_after_warmup_mib']:+} MiB), images/s {r['images_per_s_first_window']} -> "
+              f"{r['images_per_s_last_window']}", file=sys.stderr)
+    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"soak-{device.type}.json"
+    write_json(path, result)
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
