@@ -10,9 +10,11 @@
   colour pipeline after it), the decode / augment split, and the crop area / aspect distribution of the
   ffcv loader (boxes on the stored, --max-resolution image) against the torch loader's (on the original).
 * ``augment``: ``sdmp_fast.augment`` (sample + apply, batched) on decoded images against the per-sample
-  torchvision ops of the reference loader, for both recipes.
+  torchvision ops of the reference loader, for both recipes; on CUDA also the Triton kernels
+  (``sdmp_fast.kernels.augment``; skipped on CPU, where they would run in the interpreter).
 * ``mixing``: batched ``sdmp_fast.mixing.mix`` against a per-sample loop in the official code's style
-  (per-sample box, F.interpolate per sample, a host round-trip per sample), and against ``x.clone()``.
+  (per-sample box, F.interpolate per sample, a host round-trip per sample), and against ``x.clone()``; on
+  CUDA also the Triton kernel (``sdmp_fast.kernels.mixing``, fp32 and bf16 output; skipped on CPU).
 * ``step``: training-step time of each method (MoCo v3; DINO with the same multi-crop views) with and
   without SDMP on synthetic views (compute only), and the ratio SDMP / plain per method. SDMP adds one
   momentum-encoder forward for MoCo v3 and one teacher forward on B global images for DINO; the
@@ -269,10 +271,21 @@ def bench_augment(device: torch.device, batch: int, size: int, local_size: int, 
     rows = []
     recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, mean, std),
                f"dino 2x{size} + 8x{local_size}": dino_recipe(size, local_size, 8, (0.4, 1.0), (0.05, 0.4), mean, std)}
+    triton_views = None
+    if device.type == "cuda":  # on CPU the kernels would run in Triton's interpreter: not a throughput
+        from sdmp_fast.kernels import select_apply_views
+        triton_views = select_apply_views("triton")
     for name, recipe in recipes.items():
         gen = torch.Generator(device=device).manual_seed(0)
         batched = time_fn(lambda: apply_views(canvas, sizes, sample_view_params(recipe, sizes, gen), recipe),
                           device, iters=iters, warmup=1)["median_s"]
+        if triton_views is not None:
+            t_tri = time_fn(lambda: triton_views(canvas, sizes, sample_view_params(recipe, sizes, gen), recipe),
+                            device, iters=iters, warmup=1)["median_s"]
+            triton = {"triton_ms": round(t_tri * 1e3, 2), "images_per_s_triton": round(batch / t_tri, 1),
+                      "triton_speedup_vs_batched": round(batched / t_tri, 2)}
+        else:
+            triton = {"triton": "skipped on CPU (the Triton interpreter is a correctness tool)"}
         m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
         def per_sample():
@@ -282,8 +295,9 @@ def bench_augment(device: torch.device, batch: int, size: int, local_size: int, 
         loop = time_fn(per_sample, torch.device("cpu"), iters=max(1, iters // 2), warmup=0)["median_s"]
         rows.append({"recipe": name, "batch": batch, "size": size, "batched_ms": round(batched * 1e3, 2),
                      "per_sample_torchvision_ms": round(loop * 1e3, 2), "speedup": round(loop / batched, 2),
-                     "images_per_s_batched": round(batch / batched, 1)})
-        print(f"  augment {name:24s} batched {batched * 1e3:8.1f} ms  per-sample {loop * 1e3:8.1f} ms", file=sys.stderr)
+                     "images_per_s_batched": round(batch / batched, 1), **triton})
+        print(f"  augment {name:24s} batched {batched * 1e3:8.1f} ms  per-sample {loop * 1e3:8.1f} ms  "
+              f"triton {triton.get('triton_ms', 'skipped (CPU)')}", file=sys.stderr)
     return rows
 
 
@@ -318,15 +332,27 @@ def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> lis
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     lam = torch.rand(batch, device=device, generator=g)
     clone = time_fn(lambda: x.clone(), device, warmup=1, iters=iters)["median_s"]
+    triton_mix = None
+    if device.type == "cuda":  # on CPU the kernel would run in Triton's interpreter: not a throughput
+        from sdmp_fast.kernels import select_mix
+        triton_mix = select_mix("triton")
     rows = []
     for op in ("mixup", "cutmix", "resizemix"):
         t_fast = time_fn(lambda: mix(x, lam, op, generator=g), device, warmup=1, iters=iters)["median_s"]
         t_loop = time_fn(lambda: loop_mix_reference(x, lam, op), device, warmup=1, iters=max(2, iters // 2))["median_s"]
+        if triton_mix is not None:
+            t_tri = time_fn(lambda: triton_mix(x, lam, op, generator=g), device, warmup=1, iters=iters)["median_s"]
+            t_bf16 = time_fn(lambda: triton_mix(x, lam, op, generator=g, out_dtype=torch.bfloat16), device,
+                             warmup=1, iters=iters)["median_s"]
+            triton = {"triton_ms": round(1e3 * t_tri, 2), "triton_bf16_out_ms": round(1e3 * t_bf16, 2),
+                      "triton_images_per_s": round(batch / t_tri, 1), "triton_speedup_vs_mix": round(t_fast / t_tri, 2)}
+        else:
+            triton = {"triton": "skipped on CPU (the Triton interpreter is a correctness tool)"}
         rows.append({"op": op, "batch": batch, "size": size, "mix_ms": round(1e3 * t_fast, 2), "loop_ms": round(1e3 * t_loop, 2),
                      "clone_ms": round(1e3 * clone, 2), "mix_images_per_s": round(batch / t_fast, 1),
                      "loop_images_per_s": round(batch / t_loop, 1), "speedup_vs_loop": round(t_loop / t_fast, 2),
                      "mix_over_clone": round(t_fast / clone, 2),
-                     "gb_per_s": round(2 * x.numel() * x.element_size() / t_fast / 1e9, 1)})
+                     "gb_per_s": round(2 * x.numel() * x.element_size() / t_fast / 1e9, 1), **triton})
     return rows
 
 

@@ -45,7 +45,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from sdmp_fast.augment import apply_views, sample_view_params
+from sdmp_fast.augment import sample_view_params
+from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
 from sdmp_fast.datasets import DataError
 from sdmp_fast.views import Recipe
@@ -143,10 +144,11 @@ class FfcvLoader:
 
     def __init__(self, path: str, recipe: Recipe, global_batch: int, rank: int, world: int, device: torch.device,
                  seed: int = 0, num_workers: int = 0, order: str = "random", os_cache: bool = True,
-                 batches_ahead: int = 2):
+                 batches_ahead: int = 2, augment_impl: str = "torch"):
         from .beton import Beton
         self.path = path
         self.recipe, self.device = recipe, torch.device(device)
+        self.apply_views = select_apply_views(augment_impl)  # data.augment_impl, chosen once
         self.global_batch, self.batch_size = global_batch, global_batch // world
         self.rank, self.world, self.seed, self.order = rank, world, seed, order
         if order not in ("random", "quasi_random"):
@@ -199,7 +201,7 @@ class FfcvLoader:
         sizes = self.sizes[index]
         gen = step_generator(self.seed, self.rank, self.epoch, step, self.device)
         params = sample_view_params(self.recipe, sizes, gen)
-        views = apply_views(canvas.permute(0, 3, 1, 2), sizes, params, self.recipe)
+        views = self.apply_views(canvas.permute(0, 3, 1, 2), sizes, params, self.recipe)
         return Batch(views=views, index=index, label=label)
 
     def decoded(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -249,4 +251,4 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
                         "(write one with python -m loaders.write_beton SRC_DIR OUT.beton)")
     return FfcvLoader(cfg.data.beton, recipe, cfg.data.batch_size, rank, world, torch.device(device),
                       seed=cfg.run.seed, num_workers=cfg.data.num_workers, order=cfg.data.order,
-                      os_cache=cfg.data.os_cache, batches_ahead=cfg.data.prefetch)
+                      os_cache=cfg.data.os_cache, batches_ahead=cfg.data.prefetch, augment_impl=cfg.data.augment_impl)

@@ -35,7 +35,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from sdmp_fast.augment import apply_views, sample_view_params
+from sdmp_fast.augment import sample_view_params
+from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.views import Recipe
@@ -142,10 +143,11 @@ class NvjpegLoader:
 
     def __init__(self, split: Split | None, recipe: Recipe, global_batch: int, rank: int, world: int,
                  device: torch.device, seed: int = 0, prefetch: int = 2, cache_dir: str | Path | None = None,
-                 beton=None):
+                 beton=None, augment_impl: str = "torch"):
         if (split is None) == (beton is None):
             raise ValueError("NvjpegLoader reads either a folder split or a .beton (loaders.beton.Beton)")
         self.split, self.beton, self.recipe, self.device = split, beton, recipe, torch.device(device)
+        self.apply_views = select_apply_views(augment_impl)  # data.augment_impl, chosen once
         self.global_batch, self.batch_size = global_batch, global_batch // world
         self.rank, self.world, self.seed, self.prefetch = rank, world, seed, max(1, prefetch)
         if split is not None:
@@ -193,7 +195,7 @@ class NvjpegLoader:
         canvas, sizes = pack(images)
         gen = step_generator(self.seed, self.rank, self.epoch, step, self.device)
         params = sample_view_params(self.recipe, sizes, gen)
-        views = apply_views(canvas, sizes, params, self.recipe)
+        views = self.apply_views(canvas, sizes, params, self.recipe)
         index = torch.tensor(ids, dtype=torch.int64)
         return Batch(views=views, index=index.to(self.device), label=self.labels[index].to(self.device))
 
@@ -258,4 +260,5 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
         from sdmp_fast.pretrain import load_splits
         split = load_splits(cfg)[0]
     return NvjpegLoader(split, recipe, cfg.data.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
-                        prefetch=cfg.data.prefetch, cache_dir=default_cache_dir(cfg.data.cache_dir), beton=beton)
+                        prefetch=cfg.data.prefetch, cache_dir=default_cache_dir(cfg.data.cache_dir), beton=beton,
+                        augment_impl=cfg.data.augment_impl)

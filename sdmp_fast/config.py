@@ -54,6 +54,7 @@ class DataConfig:
     local_crops: int = field(default=8, metadata={"help": "DINO: local views per image (multi-crop L; DINO + SDMP mixes locals L//2 ... L-1); MoCo v3 ignores it"})
     local_size: int = field(default=16, metadata={"help": "DINO: side of the local views in pixels (96 for 224 px global views; 16 for the 32 px default)"})
     local_scale: tuple[float, float] = field(default=(0.05, 0.4), metadata={"help": "DINO: RandomResizedCrop area fraction range of the local views"})
+    augment_impl: str = field(default="torch", metadata={"help": "nvjpeg and ffcv loaders: batched view augmentation 'torch' (sdmp_fast/augment, any device) or 'triton' (sdmp_fast/kernels: a few launches per view size; needs a CUDA GPU)", **_choices("torch", "triton")})
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class SDMPConfig:
     variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view; DINO: half of the local views) or 'extra' (two extra views; MoCo v3 only)", **_choices("replace", "extra")})
     ops: tuple[str, ...] = field(default=("mixup", "cutmix", "resizemix"), metadata={"help": "mixing ops; one is drawn uniformly per step (shared by all ranks)"})
     alpha: float = field(default=1.0, metadata={"help": "lambda ~ Beta(alpha, alpha) per sample"})
-    impl: str = field(default="torch", metadata={"help": "mixing implementation", **_choices("torch")})
+    impl: str = field(default="torch", metadata={"help": "mixing implementation: 'torch' (the reference, any device) or 'triton' (sdmp_fast/kernels: one kernel launch per mix; needs a CUDA GPU)", **_choices("torch", "triton")})
     weights: tuple[float, float, float] = field(default=(1.0, 0.5, 0.5), metadata={"help": "MoCo v3: loss weights (clean, source, mix) of the 'replace' variant (DINO uses Eq. 9's unit weights)"})
     mix_global_student: bool = field(default=False, metadata={"help": "DINO: the student's second global view is replaced by its mixed version (Table 10's 2 + 0 row, where it is the only mixed student view)"})
     center_from_mixed: bool = field(default=False, metadata={"help": "DINO: also update the centre from the teacher outputs of the mixed global view (default: clean global views only, DINO's rule)"})
@@ -343,6 +344,9 @@ def validate(cfg: Config) -> None:
     need(d.prefetch >= 1, f"data.prefetch = {d.prefetch}: must be >= 1")
     need(0 <= d.dali_hw_decoder_load <= 1, f"data.dali_hw_decoder_load = {d.dali_hw_decoder_load}: must be in [0, 1]")
     need(d.local_size >= 8, f"data.local_size = {d.local_size}: must be at least 8 pixels")
+    need(d.augment_impl == "torch" or d.loader in ("nvjpeg", "ffcv"),
+         f"data.augment_impl = 'triton' replaces the batched augmentation of the nvjpeg and ffcv loaders; "
+         f"data.loader = {d.loader!r} does not use it (set data.augment_impl=torch or --loader nvjpeg)")
     need(0 <= cfg.model.drop_path < 1, f"model.drop_path = {cfg.model.drop_path}: must be in [0, 1)")
     need(m.temperature > 0, f"method.temperature = {m.temperature}: must be > 0")
     need(0 <= m.momentum <= 1 and 0 <= m.momentum_final <= 1, "method.momentum and method.momentum_final must be in [0, 1]")

@@ -48,7 +48,8 @@ from torch import nn
 
 from sdmp_fast.engine.schedules import warmup_constant
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
-from sdmp_fast.mixing import mix, sample_lam
+from sdmp_fast.kernels import select_mix
+from sdmp_fast.mixing import sample_lam
 from sdmp_fast.models.heads import DINOHead
 from sdmp_fast.registry import METHODS
 from sdmp_fast.views import Recipe, dino_recipe
@@ -89,7 +90,7 @@ class DINO(Method):
                  warmup_teacher_temp_epochs: float = 30.0, center_momentum: float = 0.9,
                  freeze_last_layer: float = 1.0, sdmp: bool = False,
                  ops: tuple[str, ...] = ("mixup", "cutmix", "resizemix"), alpha: float = 1.0,
-                 mix_global_student: bool = False, center_from_mixed: bool = False):
+                 mix_global_student: bool = False, center_from_mixed: bool = False, impl: str = "torch"):
         super().__init__()
         head = DINOHead(feat_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer)
         self.student = _Network(backbone, head)
@@ -102,6 +103,7 @@ class DINO(Method):
         self.teacher_temp_final, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_epochs, self.freeze_last_layer_epochs = warmup_teacher_temp_epochs, freeze_last_layer
         self.sdmp, self.ops, self.alpha = sdmp, tuple(ops), alpha
+        self.mix = select_mix(impl if sdmp else "torch")  # sdmp.impl, chosen once
         self.mix_global_student, self.center_from_mixed = mix_global_student, center_from_mixed
         self.num_clean_locals = num_locals // 2 if sdmp else num_locals
         # Until prepare() is called (direct use, tests): the step-0 temperature and no freezing.
@@ -125,7 +127,7 @@ class DINO(Method):
                    warmup_teacher_temp=m.warmup_teacher_temp, warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
                    center_momentum=m.center_momentum, freeze_last_layer=m.freeze_last_layer, sdmp=s.enabled,
                    ops=s.ops, alpha=s.alpha, mix_global_student=s.mix_global_student,
-                   center_from_mixed=s.center_from_mixed)
+                   center_from_mixed=s.center_from_mixed, impl=s.impl)
 
     @staticmethod
     def recipe(cfg) -> Recipe:
@@ -191,13 +193,13 @@ class DINO(Method):
         locals_ = list(views[NUM_GLOBALS:])
         op = self.ops[int(torch.randint(len(self.ops), (), generator=rng.shared))]  # host generator: no device sync
         lam = sample_lam(g1.shape[0], self.alpha, generator=rng.local, device=g1.device)
-        g_mix, lam_global = mix(g1, lam, op, generator=rng.local)
+        g_mix, lam_global = self.mix(g1, lam, op, generator=rng.local)
         student_globals, lam_sg = [g1, g2], None
         if self.mix_global_student:
-            g2_mix, lam_sg = mix(g2, lam, op, generator=rng.local)
+            g2_mix, lam_sg = self.mix(g2, lam, op, generator=rng.local)
             student_globals = [g1, g2_mix]
         n_clean = self.num_clean_locals
-        mixed = [mix(x, lam, op, generator=rng.local) for x in locals_[n_clean:]]
+        mixed = [self.mix(x, lam, op, generator=rng.local) for x in locals_[n_clean:]]
         lam_locals = torch.stack([m[1] for m in mixed]) if mixed else lam.new_zeros(0, lam.shape[0])
         return {"globals": [g1, g2], "student_globals": student_globals, "clean_locals": locals_[:n_clean],
                 "mixed_locals": [m[0] for m in mixed], "lam_locals": lam_locals, "global_mix": g_mix,

@@ -23,7 +23,8 @@ from torch import nn
 
 from sdmp_fast import dist
 from sdmp_fast.losses import infonce_loss, moco_sdmp_loss
-from sdmp_fast.mixing import mix, sample_lam
+from sdmp_fast.kernels import select_mix
+from sdmp_fast.mixing import sample_lam
 from sdmp_fast.models.heads import build_mlp
 from sdmp_fast.registry import METHODS
 from sdmp_fast.views import Recipe, mocov3_recipe
@@ -51,7 +52,7 @@ class MoCoV3(Method):
     def __init__(self, backbone: nn.Module, feat_dim: int, proj_layers: int = 3, hidden_dim: int = 4096,
                  out_dim: int = 256, pred_last_bn: bool = True, temperature: float = 0.2,
                  sdmp: bool = False, variant: str = "replace", ops: tuple[str, ...] = ("mixup", "cutmix", "resizemix"),
-                 alpha: float = 1.0, weights: tuple[float, float, float] = (1.0, 0.5, 0.5)):
+                 alpha: float = 1.0, weights: tuple[float, float, float] = (1.0, 0.5, 0.5), impl: str = "torch"):
         super().__init__()
         projector = build_mlp(proj_layers, feat_dim, hidden_dim, out_dim, last_bn=True)
         predictor = build_mlp(2, out_dim, hidden_dim, out_dim, last_bn=pred_last_bn)
@@ -60,13 +61,14 @@ class MoCoV3(Method):
         self.teacher.requires_grad_(False)
         self.temperature = temperature
         self.sdmp, self.variant, self.ops, self.alpha, self.weights = sdmp, variant, tuple(ops), alpha, tuple(weights)
+        self.mix = select_mix(impl if sdmp else "torch")  # sdmp.impl, chosen once
 
     @classmethod
     def from_config(cls, cfg, backbone: nn.Module) -> "MoCoV3":
         m, s = cfg.method, cfg.sdmp
         return cls(backbone, backbone.num_features, proj_layers=m.proj_layers, hidden_dim=m.hidden_dim,
                    out_dim=m.out_dim, pred_last_bn=m.pred_last_bn, temperature=m.temperature,
-                   sdmp=s.enabled, variant=s.variant, ops=s.ops, alpha=s.alpha, weights=s.weights)
+                   sdmp=s.enabled, variant=s.variant, ops=s.ops, alpha=s.alpha, weights=s.weights, impl=s.impl)
 
     @staticmethod
     def recipe(cfg) -> Recipe:
@@ -92,8 +94,8 @@ class MoCoV3(Method):
         """Mix two views of the same images with one op and one lambda per image (independent boxes)."""
         op = self.ops[int(torch.randint(len(self.ops), (), generator=rng.shared))]
         lam = sample_lam(x.shape[0], self.alpha, generator=rng.local, device=x.device)
-        x_mix, lam_x = mix(x, lam, op, generator=rng.local)
-        y_mix, lam_y = mix(y, lam, op, generator=rng.local)
+        x_mix, lam_x = self.mix(x, lam, op, generator=rng.local)
+        y_mix, lam_y = self.mix(y, lam, op, generator=rng.local)
         return x_mix, lam_x, y_mix, lam_y, op
 
     def sdmp_views(self, views: list[torch.Tensor], rng: StepRandom) -> dict:
