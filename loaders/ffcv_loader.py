@@ -53,6 +53,7 @@ from sdmp_fast.views import Recipe
 
 from .sharding import rank_batches, step_generator, steps_per_epoch
 
+_torch_threads = torch.get_num_threads()  # importing ffcv sets torch's CPU threads to 1 (see _keep_torch_threads)
 try:
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import IMAGE_MODES, SimpleRGBImageDecoder
@@ -67,6 +68,27 @@ try:
 except ImportError as e:  # the registry turns this into an install hint
     raise ImportError(f"the ffcv loader needs ffcv ({e})") from e
 
+torch.set_num_threads(_torch_threads)
+
+
+def _keep_torch_threads() -> None:
+    """ffcv's ``Compiler.set_num_threads`` (called at import, by every Loader and at every epoch start) also sets
+    torch's intra-op thread count to FFCV's worker count: a CPU training step would silently run on 1 thread.
+    Wrap it so that it sets numba's threads only and leaves torch's as the user set them."""
+    original = Compiler.__dict__["set_num_threads"].__func__
+    if getattr(original, "keeps_torch_threads", False):
+        return
+
+    def set_num_threads(cls, n):
+        keep = torch.get_num_threads()
+        original(cls, n)
+        torch.set_num_threads(keep)
+
+    set_num_threads.keeps_torch_threads = True
+    Compiler.set_num_threads = classmethod(set_num_threads)
+
+
+_keep_torch_threads()
 IMAGE, LABEL, INDEX = "image", "label", "index"
 _THREAD_ERRORS: dict = {}  # ffcv loading thread -> the exception that ended it
 _previous_excepthook = threading.excepthook
@@ -103,7 +125,8 @@ class CanvasDecoder(SimpleRGBImageDecoder):
 
         def decode(batch_indices, storage, metadata, storage_state):
             canvas, scratch = storage
-            for k in my_range(len(batch_indices)):
+            failed = 0
+            for k in my_range(len(batch_indices)):  # no raise inside: numba would not run the loop in parallel
                 field = metadata[batch_indices[k]]
                 data = mem_read(field["data_ptr"], storage_state)
                 h, w = np.int64(field["height"]), np.int64(field["width"])  # u2 in the metadata: numba's
@@ -111,10 +134,12 @@ class CanvasDecoder(SimpleRGBImageDecoder):
                 flat = scratch[k][:h * w * 3]
                 if field["mode"] == jpg:
                     if decode_jpeg(data, flat, h, w, h, w, 0, 0, 1, 1, False, False) != 0:
-                        raise ValueError("libjpeg-turbo cannot decode an image of this batch")
+                        failed += 1
                 else:
                     copy(data, flat)
                 canvas[k, :h, :w, :] = flat.reshape(h, w, 3)
+            if failed > 0:
+                raise ValueError("libjpeg-turbo cannot decode an image of this batch")
             return canvas[:len(batch_indices)]
 
         decode.is_parallel = True

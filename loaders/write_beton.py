@@ -48,6 +48,7 @@ def write_beton(src: str | Path, out: str | Path, max_resolution: int = 400, wri
                 jpeg_quality: int = 90, compress_probability: float = 0.5, workers: int = 0, limit: int = 0,
                 skip_corrupt: bool = False, cache_dir: str = "", progress: bool = True) -> dict:
     """Write the .beton; returns a summary {images, bytes, seconds, images_per_s, skipped}."""
+    import loaders.ffcv_loader  # noqa: F401 - first: keeps torch's CPU threads as they are when ffcv is imported
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
     if write_mode not in ("jpg", "raw", "smart", "proportion"):

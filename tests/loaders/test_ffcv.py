@@ -202,3 +202,16 @@ def test_a_damaged_jpeg_stops_the_loader_with_a_clear_error(ffcv_interpreted, be
     ld.set_epoch(0)
     with pytest.raises(DataError, match=rf"stopped at step 1 of epoch 0, samples \[.*\b{sample}\b.*\].*cannot decode"):
         list(ld)
+
+
+def test_ffcv_leaves_torchs_cpu_threads_alone(ffcv_interpreted, betons):
+    """ffcv sets torch's intra-op threads to its worker count at import, per Loader and per epoch; not here."""
+    before, target = torch.get_num_threads(), 2  # not ffcv's worker count (1)
+    ld = _loader(ffcv_interpreted, betons["raw"][0], mocov3_recipe(16, 0.2, MEAN, STD))  # num_workers=1
+    torch.set_num_threads(target)
+    try:
+        ld.set_epoch(0)
+        list(ld)
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,56 @@
+"""benchmarks/accuracy.py end to end on real tiny runs (2 pretraining steps, 2 fine-tuning steps per run)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import accuracy  # noqa: E402
+
+TINY = ["data.batch_size=8", "data.num_workers=0", "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=2",
+        "run.log_every=1", "run.knn_bank=24", "run.knn_k=5", "run.checkpoint_minutes=0"]
+
+
+def test_fashion_preset_table_from_real_tiny_runs(image_folder, tmp_path):
+    stem = tmp_path / "acc"
+    rec = accuracy.main(["--preset", "fashion-mnist", "--data", str(image_folder), "--arms", "mocov3", "mocov3+sdmp",
+                         "--seeds", "0", "1", "--runs-root", str(tmp_path / "runs"), "--subset-train", "8",
+                         "--subset-val", "3", "--linear-epochs", "2", "--finetune-steps", "2", "--finetune-batch", "8",
+                         "--results", str(stem), "--pretrain-overrides", *TINY,
+                         "--eval-overrides", "data.num_workers=0", "data.batch_size=8"])
+    rows = rec["rows"]
+    assert [(r["arm"], r["seed"]) for r in rows] == [("mocov3", 0), ("mocov3", 1), ("mocov3+sdmp", 0),
+                                                     ("mocov3+sdmp", 1)]
+    for r in rows:
+        assert r["pretrain_steps"] == 2 and r["pretrain_images_per_s"] > 0
+        for key in ("knn_trained", "knn_random", "linear_trained", "linear_random", "finetune_trained",
+                    "finetune_random"):
+            assert 0 <= r[key] <= 100, key
+    md = stem.with_suffix(".md").read_text()
+    assert "NOT the paper protocol" in md and "NOT the paper's 100 epochs" in md
+    assert "73.2 (paper)" in md and "73.8 (paper)" in md and "paired by seed" in md
+    assert json.loads(stem.with_suffix(".json").read_text())["rows"] == json.loads(json.dumps(rows))
+    # --collect reads the finished runs (nothing is trained again) and refuses missing ones
+    again = accuracy.main(["--preset", "fashion-mnist", "--data", str(image_folder), "--arms", "mocov3", "--seeds", "0",
+                           "--collect", "--runs-root", str(tmp_path / "runs"), "--subset-train", "8", "--subset-val",
+                           "3", "--linear-epochs", "2", "--finetune-steps", "2", "--finetune-batch", "8",
+                           "--results", str(tmp_path / "acc2"), "--eval-overrides", "data.num_workers=0"])
+    assert again["rows"][0]["run"] == rows[0]["run"]
+    with pytest.raises(SystemExit, match="no finished run mocov3-s7"):
+        accuracy.main(["--preset", "fashion-mnist", "--data", str(image_folder), "--arms", "mocov3", "--seeds", "7",
+                       "--collect", "--runs-root", str(tmp_path / "runs"), "--results", str(tmp_path / "acc3")])
+
+
+def test_imagenet_preset_prints_commands_and_runs_nothing(capsys, tmp_path):
+    rec = accuracy.main(["--preset", "imagenet", "--data", str(tmp_path / "imagenet"), "--gpus", "4"])
+    out = capsys.readouterr().out
+    assert not rec["executed"] and "Nothing was run" in out
+    assert f"torchrun --standalone --nproc_per_node 4 -m sdmp_fast.pretrain --config configs/mocov3_sdmp_vit_s.yaml" in out
+    assert len(rec["rows"]) == 8 and all(r["estimate"] for r in rec["rows"])
+    with pytest.raises(SystemExit, match="Nothing was run"):
+        accuracy.main(["--preset", "imagenet", "--data", str(tmp_path / "imagenet"), "--execute"])
+    with pytest.raises(SystemExit, match="cifar is not built"):
+        accuracy.main(["--preset", "cifar"])
