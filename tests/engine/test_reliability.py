@@ -63,21 +63,28 @@ def test_kill_9_inside_a_checkpoint_write_leaves_the_previous_one_and_resume_use
     assert not list((out / "checkpoints").glob(".step_*.tmp-*"))  # swept by the next write
 
 
-def _preempt_worker(rank, world, out):
+def _two_rank_run(rank, world, out, extra, fault=""):
     from sdmp_fast.pretrain import run as run_
-    os.environ["SDMP_FAULT"] = "sigusr1@2#1"  # only rank 1 is signalled
+    if fault:
+        os.environ["SDMP_FAULT"] = fault
     s = run_(["--loader", "synthetic", "--out", out, "run.knn=false", "run.log_every=100", "data.batch_size=8",
-              "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=20"], progress=False)
-    return s["steps"], s["preempted"]
+              "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=6", *extra], progress=False)
+    return s["steps"], s.get("preempted")
 
 
-def test_two_ranks_agree_on_the_stop_step_when_one_is_signalled(tmp_path):
+def test_two_ranks_agree_on_the_stop_step_and_resume_exactly(tmp_path):
+    """Only rank 1 is signalled: both ranks stop at the same step (mid-epoch) with one checkpoint; resuming gives
+    the parameters of an uninterrupted 2-rank run."""
     from sdmp_fast.engine.preempt import AGREE_LAG
-    out = tmp_path / "run"
-    results = launch(_preempt_worker, world=2, args=(str(out),), timeout=180)
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
     stop = 2 + AGREE_LAG  # the all-reduce started after step 2 is read AGREE_LAG steps later
-    assert results == [(stop, "a signal on another rank"), (stop, "SIGUSR1")]
-    assert [p.name for p in ckpt.list_checkpoints(out)] == [ckpt.checkpoint_path("x", stop).name]
+    assert launch(_two_rank_run, world=2, args=(part, [], "sigusr1@2#1"), timeout=180) == [
+        (stop, "a signal on another rank"), (stop, "SIGUSR1")]
+    assert [p.name for p in ckpt.list_checkpoints(Path(part))] == [ckpt.checkpoint_path("x", stop).name]
+    assert launch(_two_rank_run, world=2, args=(part, ["--resume", "auto"]), timeout=180) == [(6, None)] * 2
+    assert launch(_two_rank_run, world=2, args=(full, []), timeout=180) == [(6, None)] * 2
+    a, b = _params(Path(full)), _params(Path(part))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -180,19 +187,3 @@ def test_fuzzed_structural_damage_always_gives_a_clear_error(betons, image_folde
         except ConfigError as e:
             assert key.split(".")[-1] in str(e) or key in str(e), (key, value, e)
 
-
-def _two_rank_run(rank, world, out, extra):
-    from sdmp_fast.pretrain import run as run_
-    s = run_(["--loader", "synthetic", "--out", out, "run.knn=false", "run.log_every=100", "data.batch_size=8",
-              "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=5", *extra], progress=False)
-    return s["steps"]
-
-
-def test_two_rank_mid_epoch_resume_is_exact(tmp_path):
-    """2 gloo ranks: stop after 2 steps, resume to 5: the parameters equal those of an uninterrupted 2-rank run."""
-    full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    assert launch(_two_rank_run, world=2, args=(full, []), timeout=180) == [5, 5]
-    assert launch(_two_rank_run, world=2, args=(part, ["run.stop_after=2"]), timeout=180) == [2, 2]
-    assert launch(_two_rank_run, world=2, args=(part, ["--resume", "auto"]), timeout=180) == [5, 5]
-    a, b = _params(Path(full)), _params(Path(part))
-    assert all(torch.equal(v, b[k]) for k, v in a.items())
