@@ -220,9 +220,12 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
 
 
-def _apply(cfg: Config, key: str, value: Any, source: str) -> Config:
+def _apply(cfg, key: str, value: Any, source: str):
+    """``cfg`` (any config of frozen section dataclasses: this module's ``Config``, the evaluation commands')
+    with ``section.name = value``, checked and converted; errors name the key and what is allowed."""
     parts = key.split(".")
-    classes = _section_classes()
+    hints = typing.get_type_hints(type(cfg))
+    classes = {f.name: hints[f.name] for f in fields(type(cfg))}
     if len(parts) != 2 or parts[0] not in classes:
         raise ConfigError(
             f"{source}: unknown key {key!r}; keys are <section>.<name> with section one of {sorted(classes)}")

@@ -11,45 +11,32 @@ empty ``data.mean``/``data.std`` mean "as recorded in the export" (``fill_data_d
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
-from dataclasses import dataclass, field, fields
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sdmp_fast.config import (ConfigError, DataConfig, _coerce, _split_override, dump_yaml,  # noqa: F401
+from sdmp_fast.config import (ConfigError, DataConfig, _apply, _split_override, dump_yaml,  # noqa: F401
                               load_yaml, to_dict)
 
 T = TypeVar("T")
 EVAL_LOADERS = ("torch",)  # loaders whose evaluation recipe the commands implement
 
 
-def _sections(cls: type) -> dict[str, type]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+apply_key = _apply  # one implementation of "section.key = value" for every config class
 
 
-def apply_key(cfg: T, key: str, value: Any, source: str) -> T:
-    """``cfg`` with ``section.name = value`` (checked and converted); errors name the key and the choices."""
-    classes = _sections(type(cfg))
-    parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in classes:
-        raise ConfigError(
-            f"{source}: unknown key {key!r}; keys are <section>.<name> with section one of {sorted(classes)}")
-    section, name = parts
-    cls = classes[section]
-    names = [f.name for f in fields(cls)]
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        raise ConfigError(f"{source}: unknown key {key!r}; {section} has {', '.join(names)}"
-                          + (f" (did you mean {', '.join(section + '.' + c for c in close)}?)" if close else ""))
-    meta = {f.name: f.metadata for f in fields(cls)}[name]
-    value = _coerce(f"{source}: {key}", typing.get_type_hints(cls)[name], value)
-    allowed = meta.get("choices")
-    if allowed and value not in allowed:
-        raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
-    sec = dataclasses.replace(getattr(cfg, section), **{name: value})
-    return dataclasses.replace(cfg, **{section: sec})
+def cli_main(run, argv: list[str] | None = None) -> int:
+    """The commands' ``main``: ``run(argv)``; bad input (config, data, a missing backend) is one ``error:`` line and
+    exit code 2."""
+    from sdmp_fast.datasets import DataError
+    from sdmp_fast.registry import MissingBackend
+    try:
+        run(argv)
+    except (ConfigError, DataError, MissingBackend) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def load_eval_config(cls: type[T], config_file: str | Path | None = None,

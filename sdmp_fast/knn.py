@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdmp_fast.datasets import DataError, Split
-from sdmp_fast.eval_config import (ConfigError, EvalData, EvalRun, _choices, dump_yaml, fill_data_defaults,
+from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, dump_yaml, fill_data_defaults,
                                    load_eval_config, need, to_dict, validate_data, validate_run)
 
 
@@ -220,13 +220,8 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdmp_fast.registry import MissingBackend
-    try:
-        run(argv)
-    except (ConfigError, DataError, MissingBackend) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from sdmp_fast.eval_config import cli_main
+    return cli_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -358,13 +358,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdmp_fast.registry import MissingBackend
-    try:
-        run(argv)
-    except (ConfigError, DataError, MissingBackend) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from sdmp_fast.eval_config import cli_main
+    return cli_main(run, argv)
 
 
 if __name__ == "__main__":
