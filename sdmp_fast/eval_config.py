@@ -26,6 +26,32 @@ EVAL_LOADERS = ("torch",)  # loaders whose evaluation recipe the commands implem
 apply_key = _apply  # one implementation of "section.key = value" for every config class
 
 
+def add_common_arguments(p, aliases: dict[str, str], config_help: str, example: str, resume: bool = True) -> None:
+    """The flags every evaluation command has: --pretrained, --config, the data/loader/out aliases, --resume,
+    --print-config and the ``section.key=value`` overrides."""
+    p.add_argument("--pretrained", help="pretraining run directory (RUN_DIR/backbone.pt) or exported backbone file")
+    p.add_argument("--config", help=f"YAML file of overrides of the defaults{config_help}")
+    p.add_argument("--data", help=f"alias of {aliases['--data']}")
+    p.add_argument("--loader", help=f"alias of {aliases['--loader']} (torch only)")
+    p.add_argument("--out", help=f"alias of {aliases['--out']}")
+    if resume:
+        p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in the output directory")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"config overrides, e.g. {example}")
+
+
+def parse_command_line(parser, cls: type[T], aliases: dict[str, str], argv: list[str] | None,
+                       extra: tuple[str, ...] = ()):
+    """(args, config): the aliases become overrides (after the ones given), then defaults < --config < overrides."""
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after flags
+    overrides = list(args.overrides)
+    for flag, key in aliases.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return args, load_eval_config(cls, args.config, overrides + list(extra))
+
+
 def cli_main(run, argv: list[str] | None = None) -> int:
     """The commands' ``main``: ``run(argv)``; bad input (config, data, a missing backend) is one ``error:`` line and
     exit code 2."""

@@ -48,8 +48,8 @@ from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, dump_yaml, fill_data_defaults, load_eval_config, need,
-                                   to_dict, validate_data, validate_run)
+from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
+                                   parse_command_line, need, to_dict, validate_data, validate_run)
 from sdmp_fast.export import backbone_from_export
 from sdmp_fast.pretrained import Pretrained, default_out_dir, load_eval_splits, load_pretrained
 from sdmp_fast.probe import format_accuracy, topk_correct
@@ -137,25 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdmp_fast.finetune", description=__doc__.split("\n\n")[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="the paper's recipe: configs/eval/finetune_deit.yaml")
-    p.add_argument("--pretrained", help="pretraining run directory (RUN_DIR/backbone.pt) or exported backbone file")
-    p.add_argument("--config", help="YAML file of overrides of the defaults (configs/eval/finetune_deit.yaml)")
-    p.add_argument("--data", help=f"alias of {ALIASES['--data']}")
-    p.add_argument("--loader", help=f"alias of {ALIASES['--loader']} (torch only)")
-    p.add_argument("--out", help=f"alias of {ALIASES['--out']}")
-    p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in the output directory")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. run.epochs=100")
+    add_common_arguments(p, ALIASES, " (configs/eval/finetune_deit.yaml)", "run.epochs=100")
     return p
 
 
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, FinetuneConfig]:
-    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after flags
-    overrides = list(args.overrides)
-    for flag, key in ALIASES.items():
-        value = getattr(args, flag.lstrip("-"))
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_eval_config(FinetuneConfig, args.config, overrides)
+    args, cfg = parse_command_line(build_parser(), FinetuneConfig, ALIASES, argv)
     validate(cfg)
     return args, cfg
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdmp_fast.datasets import DataError, Split
-from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, dump_yaml, fill_data_defaults,
-                                   load_eval_config, need, to_dict, validate_data, validate_run)
+from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
+                                   parse_command_line, need, to_dict, validate_data, validate_run)
 
 
 @torch.no_grad()
@@ -154,24 +154,12 @@ ALIASES = {"--data": "data.path", "--loader": "data.loader", "--out": "run.out_d
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdmp_fast.knn",
                                 description="Weighted k-NN accuracy of an exported backbone, beside its random init.")
-    p.add_argument("--pretrained", help="pretraining run directory (RUN_DIR/backbone.pt) or exported backbone file")
-    p.add_argument("--config", help="YAML file of overrides of the defaults")
-    p.add_argument("--data", help=f"alias of {ALIASES['--data']}")
-    p.add_argument("--loader", help=f"alias of {ALIASES['--loader']} (torch only)")
-    p.add_argument("--out", help=f"alias of {ALIASES['--out']}")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. knn.k=10")
+    add_common_arguments(p, ALIASES, "", "knn.k=10", resume=False)
     return p
 
 
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, KnnConfig]:
-    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after flags
-    overrides = list(args.overrides)
-    for flag, key in ALIASES.items():
-        value = getattr(args, flag.lstrip("-"))
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    cfg = load_eval_config(KnnConfig, args.config, overrides)
+    args, cfg = parse_command_line(build_parser(), KnnConfig, ALIASES, argv)
     validate_data(cfg.data)
     validate_run(cfg.run)
     need(cfg.knn.k >= 1 and cfg.knn.bank >= 1, "knn.k and knn.bank must be >= 1")

@@ -44,8 +44,8 @@ from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, dump_yaml, fill_data_defaults, load_eval_config, need,
-                                   to_dict, validate_data, validate_run)
+from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
+                                   parse_command_line, need, to_dict, validate_data, validate_run)
 from sdmp_fast.pretrained import Pretrained, default_out_dir, is_vit, load_eval_splits, load_pretrained
 from sdmp_fast.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads, feature_dim,
                              format_accuracy, probe_features, probe_step, set_lr)
@@ -119,29 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdmp_fast.linear", description=__doc__.split("\n\n")[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="paper protocols: configs/eval/linear_mocov3.yaml, configs/eval/linear_dino.yaml")
-    p.add_argument("--pretrained", help="pretraining run directory (RUN_DIR/backbone.pt) or exported backbone file")
-    p.add_argument("--config", help="YAML file of overrides of the defaults (configs/eval/linear_*.yaml)")
     p.add_argument("--protocol", help=f"alias of {ALIASES['--protocol']}: {' or '.join(PROTOCOLS)}")
     p.add_argument("--cached-features", action="store_true", help=f"alias of probe.cached_features=true: {FAST_MODE}")
-    p.add_argument("--data", help=f"alias of {ALIASES['--data']}")
-    p.add_argument("--loader", help=f"alias of {ALIASES['--loader']} (torch only)")
-    p.add_argument("--out", help=f"alias of {ALIASES['--out']}")
-    p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in the output directory")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. run.epochs=10")
+    add_common_arguments(p, ALIASES, " (configs/eval/linear_*.yaml)", "run.epochs=10")
     return p
 
 
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, LinearConfig]:
-    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after flags
-    overrides = list(args.overrides)
-    for flag, key in ALIASES.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if args.cached_features:
-        overrides.append("probe.cached_features=true")
-    cfg = load_eval_config(LinearConfig, args.config, overrides)
+    parser = build_parser()
+    cached = ("probe.cached_features=true",) if parser.parse_intermixed_args(argv).cached_features else ()
+    args, cfg = parse_command_line(parser, LinearConfig, ALIASES, argv, cached)
     validate(cfg)
     return args, cfg
 
