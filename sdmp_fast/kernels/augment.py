@@ -228,6 +228,25 @@ def _colour_kernel(src_ptr, fac_ptr, flag_ptr, part_ptr, dst_ptr, N, thr, m0, m1
 
 
 @triton.jit
+def _blur_1d(src, oy, ox, live, safe, half, total, S: tl.constexpr, ALONG_X: tl.constexpr, BLOCK: tl.constexpr):
+    """One separable Gaussian pass over a float32 [S, S, 3] image, reflect padding: along x or along y."""
+    acc_r = tl.zeros([BLOCK], dtype=tl.float32)
+    acc_g = tl.zeros([BLOCK], dtype=tl.float32)
+    acc_b = tl.zeros([BLOCK], dtype=tl.float32)
+    for t in range(-half, half + 1):
+        q = tl.cast(t, tl.float32) / safe
+        w = tl.exp(-0.5 * (q * q)) / total
+        c = (ox if ALONG_X else oy) + t
+        c = tl.where(c < 0, -c, c)
+        c = tl.where(c > S - 1, 2 * (S - 1) - c, c)
+        p = src + ((oy * S + c) if ALONG_X else (c * S + ox)) * 3
+        acc_r += tl.load(p, mask=live, other=0.0) * w
+        acc_g += tl.load(p + 1, mask=live, other=0.0) * w
+        acc_b += tl.load(p + 2, mask=live, other=0.0) * w
+    return acc_r, acc_g, acc_b
+
+
+@triton.jit
 def _blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr):
     """Pass 2a: horizontal Gaussian blur with per-sample sigma, reflect padding. Grid (cdiv(S * S, BLOCK), N)."""
     n = tl.program_id(1)
@@ -237,20 +256,8 @@ def _blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK
     ox = pix - oy * S
     safe, half, total = _gauss_taps(fac_ptr, n, N, HALF)
     src = src_ptr + n.to(tl.int64) * (S * S * 3)  # float32 [S, S, 3]
-    acc_r = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_g = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_b = tl.zeros([BLOCK], dtype=tl.float32)
-    for t in range(-half, half + 1):
-        q = tl.cast(t, tl.float32) / safe
-        w = tl.exp(-0.5 * (q * q)) / total
-        x = ox + t
-        x = tl.where(x < 0, -x, x)
-        x = tl.where(x > S - 1, 2 * (S - 1) - x, x)
-        p = src + (oy * S + x) * 3
-        acc_r += tl.load(p, mask=live, other=0.0) * w
-        acc_g += tl.load(p + 1, mask=live, other=0.0) * w
-        acc_b += tl.load(p + 2, mask=live, other=0.0) * w
-    _store_rgb(dst_ptr, n, pix, live, acc_r, acc_g, acc_b, S)
+    r, g, b = _blur_1d(src, oy, ox, live, safe, half, total, S, True, BLOCK)
+    _store_rgb(dst_ptr, n, pix, live, r, g, b, S)
 
 
 @triton.jit
@@ -264,20 +271,8 @@ def _blur_cols_kernel(src_ptr, fac_ptr, flag_ptr, dst_ptr, N, HALF, thr, m0, m1,
     ox = pix - oy * S
     safe, half, total = _gauss_taps(fac_ptr, n, N, HALF)
     src = src_ptr + n.to(tl.int64) * (S * S * 3)  # float32 [S, S, 3]
-    acc_r = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_g = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_b = tl.zeros([BLOCK], dtype=tl.float32)
-    for t in range(-half, half + 1):
-        q = tl.cast(t, tl.float32) / safe
-        w = tl.exp(-0.5 * (q * q)) / total
-        y = oy + t
-        y = tl.where(y < 0, -y, y)
-        y = tl.where(y > S - 1, 2 * (S - 1) - y, y)
-        p = src + (y * S + ox) * 3
-        acc_r += tl.load(p, mask=live, other=0.0) * w
-        acc_g += tl.load(p + 1, mask=live, other=0.0) * w
-        acc_b += tl.load(p + 2, mask=live, other=0.0) * w
-    r, g, b = _finish(acc_r, acc_g, acc_b, flag_ptr, n, N, thr, m0, m1, m2, s0, s1, s2, SOL)
+    r, g, b = _blur_1d(src, oy, ox, live, safe, half, total, S, False, BLOCK)
+    r, g, b = _finish(r, g, b, flag_ptr, n, N, thr, m0, m1, m2, s0, s1, s2, SOL)
     _store_rgb(dst_ptr, n, pix, live, r, g, b, S)
 
 
