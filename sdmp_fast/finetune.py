@@ -266,7 +266,7 @@ def _print_result(res: dict) -> None:
 def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     """Parse, fine-tune (trained and random-init arms) and evaluate; returns the result dict."""
     from sdmp_fast.engine.trainer import autocast_dtype
-    from sdmp_fast.pretrain import pick_device
+    from sdmp_fast.pretrain import start_process
 
     args, cfg = parse_config(argv)
     pre: Pretrained = load_pretrained(args.pretrained)
@@ -274,12 +274,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return {"config": to_dict(cfg)}
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_from_env(device)
+    device = start_process(cfg.run.device, cfg.run.threads)
     rank, world = dist.get_rank(), dist.get_world()
     gb, a = cfg.data.batch_size, cfg.aug
     mixing = (a.mixup > 0 or a.cutmix > 0) and a.mixup_prob > 0

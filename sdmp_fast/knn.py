@@ -171,7 +171,7 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, KnnConfig]
 def run(argv: list[str] | None = None) -> dict:
     """Parse, evaluate the trained and the random-init backbone, write the report; returns it."""
     from sdmp_fast.engine.trainer import autocast_dtype
-    from sdmp_fast.pretrain import pick_device
+    from sdmp_fast.pretrain import start_process
     from sdmp_fast.pretrained import default_out_dir, load_eval_splits, load_pretrained
     args, cfg = parse_config(argv)
     pre = load_pretrained(args.pretrained)
@@ -181,11 +181,7 @@ def run(argv: list[str] | None = None) -> dict:
         return {"config": to_dict(cfg)}
     if int(os.environ.get("RANK", "0")) != 0:
         return {}  # under torchrun: rank 0 alone evaluates (no process group, so nobody waits on a long report)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = start_process(cfg.run.device, cfg.run.threads, distributed=False)
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(pre, "knn")
     train, val, data_name = load_eval_splits(cfg.data.path, cfg.data.cache_dir, cfg.data.skip_corrupt)
     out_dir.mkdir(parents=True, exist_ok=True)

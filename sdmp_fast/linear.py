@@ -191,7 +191,7 @@ def _print_result(res: dict) -> None:
 def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     """Parse, train the linear heads (trained and random-init backbone) and evaluate; returns the result dict."""
     from sdmp_fast.engine.trainer import autocast_dtype
-    from sdmp_fast.pretrain import pick_device
+    from sdmp_fast.pretrain import start_process
     args, cfg = parse_config(argv)
     pre: Pretrained = load_pretrained(args.pretrained)
     cfg = fill_protocol_defaults(dataclasses.replace(cfg, data=fill_data_defaults(cfg.data, pre.config)),
@@ -204,12 +204,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
         raise ConfigError(f"probe.protocol = 'dino' takes the class tokens of the last 4 blocks of a ViT; "
                           f"{pre.export['model_name']} has none: use --protocol mocov3 (pooled features)")
     epochs, base_lr = cfg.run.epochs, cfg.optim.lr
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_from_env(device)
+    device = start_process(cfg.run.device, cfg.run.threads)
     rank, world = dist.get_rank(), dist.get_world()
     if cfg.data.batch_size % world:
         raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is not divisible by the world size {world}")

@@ -93,6 +93,19 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+def start_process(device_name: str, threads: int, distributed: bool = True) -> torch.device:
+    """The start of every command: torch's CPU threads (0 = default), the device (under torchrun: LOCAL_RANK's
+    GPU, set before NCCL starts) and, with ``distributed``, the process group from torchrun's environment."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts: one GPU per process (LOCAL_RANK)
+    if distributed:
+        dist.init_from_env(device)
+    return device
+
+
 def default_out_dir(cfg: Config) -> Path:
     tag = cfg.method.name + ("_sdmp" if cfg.sdmp.enabled else "")
     return Path("runs") / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -131,12 +144,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return {"config": to_dict(cfg)}
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # before NCCL starts: one GPU per process (LOCAL_RANK)
-    dist.init_from_env(device)
+    device = start_process(cfg.run.device, cfg.run.threads)
     rank, world = dist.get_rank(), dist.get_world()
 
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else dist.broadcast_object(default_out_dir(cfg))
