@@ -15,6 +15,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 import sdmp_fast.augment as aug
+from images import canvas_of, texture
 from loaders.torch_folder import apply_eval, rrc_params
 from sdmp_fast.augment import ViewParams, apply_views, eval_views, sample_view_params
 from sdmp_fast.views import EvalSpec, Recipe, ViewSpec, dino_recipe, eval_spec, mocov3_recipe
@@ -25,24 +26,6 @@ ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 ALL_ON = dict(flip_p=0.5, jitter_p=0.8, jitter=(0.4, 0.4, 0.2, 0.1), gray_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0),
               solarize_p=0.2)
 U8_MEAN_GAP, U8_MAX_GAP = 0.4 / 255, 1.05 / 255  # resample vs torchvision on uint8 (measured 0.29 / 1.0 levels)
-
-
-def _texture(h: int, w: int, seed: int) -> torch.Tensor:
-    """A uint8 [3, h, w] image with smooth structure and pixel noise (exercises both filter regimes)."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(1, 3, h // 4 + 2, w // 4 + 2, generator=g) * 255
-    img = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)[0]
-    return (img + 25 * torch.randn(3, h, w, generator=g)).clamp(0, 255).round().to(torch.uint8)
-
-
-def _canvas(images: list[torch.Tensor], fill_seed: int = 99):
-    """Top-left-aligned canvas whose padding is random garbage (it must never leak into a view)."""
-    hs, ws = [x.shape[1] for x in images], [x.shape[2] for x in images]
-    g = torch.Generator().manual_seed(fill_seed)
-    canvas = torch.randint(0, 256, (len(images), 3, max(hs), max(ws)), generator=g, dtype=torch.uint8)
-    for b, x in enumerate(images):
-        canvas[b, :, :hs[b], :ws[b]] = x
-    return canvas, torch.tensor(list(zip(hs, ws)), dtype=torch.int64)
 
 
 def _params(b: int, h: int, w: int, **kw) -> ViewParams:
@@ -70,8 +53,8 @@ def _slice(p: ViewParams, b: int) -> ViewParams:
 # ------------------------------------------------------------------------------------------ stages
 
 def test_crop_resize_and_flip_match_torchvision_resized_crop():
-    imgs = [_texture(90, 130, 0), _texture(40, 30, 1), _texture(120, 77, 2), _texture(64, 64, 3)]
-    canvas, sizes = _canvas(imgs)
+    imgs = [texture(90, 130, 0), texture(40, 30, 1), texture(120, 77, 2), texture(64, 64, 3)]
+    canvas, sizes = canvas_of(imgs)
     s = 24
     # (top, left, h, w): strong/mild downscale, upscale, whole image, a thin box
     boxes = [(10, 7, 80, 100), (3, 2, 17, 20), (0, 0, 120, 77), (20, 5, 30, 9)]
@@ -90,8 +73,8 @@ def test_crop_resize_and_flip_match_torchvision_resized_crop():
 
 
 def test_float16_resampling_path_used_on_cuda_stays_close(monkeypatch):
-    img = _texture(70, 90, 4)
-    canvas, sizes = _canvas([img])
+    img = texture(70, 90, 4)
+    canvas, sizes = canvas_of([img])
     p = _params(1, 0, 0, top=5, left=9, height=60, width=70)
     ref = apply_views(canvas, sizes, [p], _one(20))[0]
     monkeypatch.setattr(aug, "_resample_dtype", lambda device: torch.float16)
@@ -106,8 +89,8 @@ S = 24  # colour stages: identity crop of an S x S image, so the view is exactly
 
 @pytest.fixture(scope="module")
 def square():
-    imgs = [_texture(S, S, 10 + k) for k in range(4)]
-    canvas, sizes = _canvas(imgs)
+    imgs = [texture(S, S, 10 + k) for k in range(4)]
+    canvas, sizes = canvas_of(imgs)
     return canvas, sizes, canvas.float() / 255
 
 
@@ -246,7 +229,7 @@ def test_flip_colour_blur_solarize_rates_and_ranges():
 
 def test_same_seed_same_params_and_views_other_seed_differs():
     recipe = dino_recipe(32, 16, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
-    canvas, sizes = _canvas([_texture(50, 40, 20), _texture(33, 70, 21), _texture(64, 64, 22)])
+    canvas, sizes = canvas_of([texture(50, 40, 20), texture(33, 70, 21), texture(64, 64, 22)])
     runs = []
     for seed in (7, 7, 8):
         params = sample_view_params(recipe, sizes, torch.Generator().manual_seed(seed))
@@ -266,9 +249,9 @@ def test_padded_canvas_equals_each_image_processed_alone():
     small = ViewSpec(size=12, scale=(0.05, 0.4), flip_p=0.5, jitter_p=0.6, gray_p=0.3, blur_p=0.5,
                      blur_sigma=(0.1, 1.5), solarize_p=0.3)
     recipe = Recipe("t", (spec, spec, small), MEAN, STD)
-    imgs = [_texture(37, 53, 30), _texture(80, 20, 31), _texture(64, 64, 32), _texture(23, 91, 33),
-            _texture(100, 70, 34)]
-    canvas, sizes = _canvas(imgs)
+    imgs = [texture(37, 53, 30), texture(80, 20, 31), texture(64, 64, 32), texture(23, 91, 33),
+            texture(100, 70, 34)]
+    canvas, sizes = canvas_of(imgs)
     params = sample_view_params(recipe, sizes, torch.Generator().manual_seed(3))
     views = apply_views(canvas, sizes, params, recipe)
     for b, img in enumerate(imgs):
@@ -282,7 +265,7 @@ def test_padded_canvas_equals_each_image_processed_alone():
 def test_layout_dtype_shapes_and_value_range(kind, out_dtype):
     recipe = (mocov3_recipe(32, 0.2, MEAN, STD) if kind == "mocov3"
               else dino_recipe(32, 16, 4, (0.4, 1.0), (0.05, 0.4), MEAN, STD))
-    canvas, sizes = _canvas([_texture(48, 60, 40), _texture(70, 35, 41), _texture(40, 40, 42)])
+    canvas, sizes = canvas_of([texture(48, 60, 40), texture(70, 35, 41), texture(40, 40, 42)])
     params = sample_view_params(recipe, sizes, torch.Generator().manual_seed(0))
     assert len(params) == len(recipe.views) and params[0].top.shape == (3,)
     views = apply_views(canvas, sizes, params, recipe, out_dtype=out_dtype)
@@ -302,8 +285,8 @@ def test_layout_dtype_shapes_and_value_range(kind, out_dtype):
 @pytest.mark.parametrize("spec", [eval_spec(32), EvalSpec(size=24, resize=28)])
 def test_eval_views_match_the_reference_apply_eval(spec):
     # (40, 50): long side 35, crop offset 5.5 -> 6; (66, 56): 33, offset 4.5 -> 4 (round half to even)
-    imgs = [_texture(40, 50, 50), _texture(66, 56, 51), _texture(70, 33, 52), _texture(24, 24, 53)]
-    canvas, sizes = _canvas(imgs)
+    imgs = [texture(40, 50, 50), texture(66, 56, 51), texture(70, 33, 52), texture(24, 24, 53)]
+    canvas, sizes = canvas_of(imgs)
     out = eval_views(canvas, sizes, spec, MEAN, STD)
     assert out.shape == (4, 3, spec.size, spec.size) and out.is_contiguous(memory_format=torch.channels_last)
     m, s = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
