@@ -128,6 +128,9 @@ class RunConfig:
     knn_queries: int = field(default=0, metadata={"help": "val images used as k-NN queries; 0 = all"})
     knn_k: int = field(default=20, metadata={"help": "neighbours of the weighted k-NN vote"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
+    fused: bool = field(default=True, metadata={"help": "one student forward over the concatenation of its views and one teacher forward over its views (per-view BatchNorm statistics, one all-gather of the keys); false = one forward per view"})
+    cuda_graph: bool = field(default=False, metadata={"help": "capture the whole training step (forward, backward, optimizer, EMA) in one CUDA graph and replay it; CUDA only, fp32/bf16, one process"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the method's forward (the alternative to run.cuda_graph; not both)"})
 
 
 @dataclass(frozen=True)
@@ -388,6 +391,11 @@ def validate(cfg: Config) -> None:
          f"run.device = {r.device!r}: use auto, cpu, cuda or cuda:N")
     need(r.knn_bank >= 1 and r.knn_queries >= 0 and r.knn_k >= 1, "run.knn_bank and run.knn_k must be >= 1, run.knn_queries >= 0")
     need(r.threads >= 0, f"run.threads = {r.threads}: must be >= 0")
+    need(not (r.cuda_graph and r.compile), "run.cuda_graph and run.compile are alternatives: set one of them")
+    need(not r.cuda_graph or r.precision != "fp16",
+         "run.cuda_graph = true needs run.precision bf16, fp32 or auto: fp16's GradScaler decides on the host "
+         "whether to skip a step, which a captured graph cannot")
+    need(not r.cuda_graph or r.device != "cpu", "run.cuda_graph = true needs a CUDA device (run.device = 'cpu')")
 
 
 # ----------------------------------------------------------------------------- resolution

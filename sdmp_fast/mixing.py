@@ -347,3 +347,101 @@ def _resizemix_blend(rows: _Rows, params: MixParams, compute: torch.dtype) -> tu
 
 
 _BLENDS = {"mixup": _mixup_blend, "cutmix": _cutmix_blend, "resizemix": _resizemix_blend}
+
+
+# ----------------------------------------------------------------------------- op chosen on the device
+
+@dataclass(frozen=True)
+class SelectedMixParams:
+    """``MixParams`` of an op that is a device value (a captured CUDA graph cannot branch on the host).
+
+    ``code``: 0-dim int64, the op's position in ``OPS`` (0 mixup, 1 cutmix, 2 resizemix); the other
+    fields as in ``MixParams`` (the box is zero for mixup).
+    """
+
+    code: Tensor
+    lam: Tensor
+    top: Tensor
+    left: Tensor
+    height: Tensor
+    width: Tensor
+    lam_eff: Tensor
+
+
+def sample_selected_mix_params(lam: Tensor, op_index: Tensor, ops: tuple[str, ...], H: int, W: int,
+                               generator: torch.Generator | None = None) -> SelectedMixParams:
+    """The params of ``ops[op_index]`` with ``op_index`` a 0-dim int64 tensor on lam's device (no host sync).
+
+    The same random numbers are drawn whatever the op (the box positions, unused by mixup), so a
+    replayed graph consumes a fixed amount of its generator per step. Box sizes, positions and lam_eff
+    follow ``sample_mix_params`` exactly for the selected op.
+    """
+    for op in ops:
+        _check_op(op)
+    if lam.dim() != 1:
+        raise ValueError(f"lam must have shape [B], got {tuple(lam.shape)}")
+    device = lam.device
+    lam32 = lam.detach().to(torch.float32).clamp(0.0, 1.0)
+    B = lam32.shape[0]
+    codes = torch.tensor([OPS.index(op) for op in ops], device=device)
+    code = codes.index_select(0, op_index.to(device).reshape(1)).squeeze(0)  # no host read of op_index
+    is_mixup, is_cutmix = code == 0, code == 1
+    lam64 = lam32.to(torch.float64)
+    keep = torch.where(is_cutmix, lam64, lam64 * 0.8 + 0.1)
+    side = torch.sqrt(1.0 - keep)
+    zero = torch.zeros((), dtype=torch.int64, device=device)
+    height = torch.where(is_mixup, zero, torch.floor(side * H).to(torch.int64).clamp_(0, H))
+    width = torch.where(is_mixup, zero, torch.floor(side * W).to(torch.int64).clamp_(0, W))
+    u = torch.rand(2, B, generator=generator, device=device, dtype=torch.float64)
+    top = torch.minimum(torch.floor(u[0] * (H - height + 1)).to(torch.int64), H - height)
+    left = torch.minimum(torch.floor(u[1] * (W - width + 1)).to(torch.int64), W - width)
+    top, left = torch.where(is_mixup, zero, top), torch.where(is_mixup, zero, left)
+    box_eff = (1.0 - (height * width).to(torch.float64) / (H * W)).to(torch.float32)
+    return SelectedMixParams(code, lam32, top, left, height, width, torch.where(is_mixup, lam32, box_eff))
+
+
+def apply_selected_mix(x: Tensor, params: SelectedMixParams) -> tuple[Tensor, Tensor]:
+    """One blend for all three ops: ``lerp(P, x, keep)``; returns (mixed, lam_eff [B] float32).
+
+    P is the partner x[B-1-i] resampled bilinearly into the box for ResizeMix and taken as it is
+    otherwise (an identity resampling: integer taps with weight 0, exact); ``keep`` is lam for Mixup
+    and 0 inside / 1 outside the box for CutMix and ResizeMix (lerp returns one input exactly at 0
+    and 1). Equal to ``apply_mix`` of the same op: exactly for Mixup and CutMix, within float32
+    rounding for ResizeMix. Unlike ``apply_mix`` it builds full-size temporaries (simple, and a graph
+    replays it without host work); x is left unmodified, the output keeps its dtype and memory format.
+    """
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    if params.lam.shape != (B,):
+        raise ValueError(f"params are for a batch of shape {tuple(params.lam.shape)}, x has B={B}")
+    compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    xf = x.to(compute)
+    partner = xf.flip(0)
+    is_resize = params.code == 2
+    full_h, full_w = torch.full_like(params.height, H), torch.full_like(params.width, W)
+    zero = torch.zeros_like(params.top)
+    y0, y1, wy = _source_coords(torch.where(is_resize, params.top, zero),
+                                torch.where(is_resize, params.height, full_h), H)
+    x0, x1, wx = _source_coords(torch.where(is_resize, params.left, zero),
+                                torch.where(is_resize, params.width, full_w), W)
+
+    def rows(i: Tensor) -> Tensor:
+        return partner.gather(2, i[:, None, :, None].expand(B, C, H, W))
+
+    p = torch.lerp(rows(y0), rows(y1), wy.to(compute)[:, None, :, None])
+    p = torch.lerp(p.gather(3, x0[:, None, None, :].expand(B, C, H, W)),
+                   p.gather(3, x1[:, None, None, :].expand(B, C, H, W)), wx.to(compute)[:, None, None, :])
+    inside = (_inside(params.top, params.height, H)[:, None, :, None]
+              & _inside(params.left, params.width, W)[:, None, None, :])
+    keep = torch.where(params.code == 0, params.lam.to(compute)[:, None, None, None], (~inside).to(compute))
+    out = torch.lerp(p, xf, keep).to(x.dtype)
+    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format), params.lam_eff
+
+
+def mix_selected(x: Tensor, lam: Tensor, op_index: Tensor, ops: tuple[str, ...],
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``mix`` with the op ``ops[op_index]`` chosen by a 0-dim device tensor: (mixed, lam_eff [B] float32)."""
+    params = sample_selected_mix_params(lam.to(x.device), op_index, tuple(ops), x.shape[-2], x.shape[-1], generator)
+    return apply_selected_mix(x, params)

@@ -56,11 +56,13 @@ def clip_grad_per_param_(params, clip: float) -> None:
     torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
 
 
-def build_optimizer(cfg, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg, params, device: torch.device | None = None) -> torch.optim.Optimizer:
     """The optimizer of ``optim.name`` over trainable parameters or parameter groups; lr is set per step by the trainer.
 
     ``params``: a list of parameters (one group) or of group dicts; a group with ``"apply_wd": False``
-    gets weight decay 0.
+    gets weight decay 0. With ``device`` (the training step's), AdamW takes its lr as a 0-dim tensor on
+    that device, written per step without a host sync: ``fused=True`` on CPU, ``capturable=True`` on
+    CUDA (its step counters live on the device, so a CUDA graph can replay it).
     """
     o = cfg.optim
     params = list(params)
@@ -71,7 +73,13 @@ def build_optimizer(cfg, params) -> torch.optim.Optimizer:
     else:
         params = [p for p in params if p.requires_grad]
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=0.0, betas=o.betas, weight_decay=o.weight_decay)
+        if device is None:
+            return torch.optim.AdamW(params, lr=0.0, betas=o.betas, weight_decay=o.weight_decay)
+        kind = {"fused": True} if device.type == "cpu" else {"capturable": True, "foreach": True}
+        if params and isinstance(params[0], dict):  # one lr tensor per group (each is written every step)
+            params = [dict(g, lr=torch.zeros((), device=device)) for g in params]
+        return torch.optim.AdamW(params, lr=torch.zeros((), device=device), betas=o.betas,
+                                 weight_decay=o.weight_decay, **kind)
     if o.name == "lars":
         return LARS(params, lr=0.0, weight_decay=o.weight_decay, momentum=o.momentum)
     if o.name == "sgd":

@@ -43,3 +43,11 @@ def warmup_constant(start: float, final: float, total: int, warmup: int) -> torc
         return torch.full((total,), float(final), dtype=torch.float64)
     ramp = start + (final - start) * steps / warmup
     return torch.where(steps < warmup, ramp, torch.full_like(steps, float(final)))
+
+
+def at(table: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``table[step]`` for a 0-dim int64 device ``step``, as a 0-dim tensor, without a host read.
+
+    (Indexing with ``table[step]`` would turn a 0-dim integer tensor into a Python index: a sync.)
+    """
+    return table.index_select(0, step.reshape(1)).squeeze(0)

@@ -1,12 +1,22 @@
 """The training loop: steps, schedules, logging, checkpoints and exact resume.
 
-Per step: set lr (and, with ``optim.weight_decay_end``, the weight decay of the decayed parameter
-groups) from the schedule tables, let the method read its own tables (``Method.set_step``: DINO's
+Per step (``step_body``): lr (and, with ``optim.weight_decay_end``, the weight decay of the decayed
+parameter groups) from the schedule tables, the method's own tables (``Method.set_step``: DINO's
 teacher temperature), EMA (MoCo v3: before the forward), forward under autocast, backward, gradient
 clipping (``optim.clip_mode``: global norm, or DINO's per-parameter rule), the method's gradient hook
-(``Method.after_backward``: DINO's frozen last layer), optimizer step (DINO-style methods: EMA after
-it). Device values (loss, metrics) are summed on the device and read only every ``run.log_every``
-steps: no per-step host synchronisation (the schedules are host-side tables read by index).
+(``Method.after_backward``: DINO's frozen last layer), optimizer step (DINO-style methods: EMA after it).
+
+No host synchronisation inside the step (tests/engine/test_sync_free.py runs real steps under a guard
+that raises on every host read): the schedules are device tables indexed by a device step counter
+(``step_t``, advanced by the step itself); AdamW takes its lr as a device tensor (``fused`` on CPU,
+``capturable`` on CUDA) and the weight-decay schedule is applied by the trainer as AdamW's decoupled
+decay from device scalars (LARS/SGD keep host floats, read from Python lists: no sync either); the EMA
+uses the TensorList ``_foreach_lerp_`` with a device weight; the shared random decisions (mixing op,
+view swap) come from a host stream without tensors, or, with ``run.cuda_graph``, from a device
+generator. Device values (loss, metrics) are summed on the device and read only every
+``run.log_every`` steps. ``run.cuda_graph`` captures ``step_body`` in one CUDA graph
+(``engine/graph.py``); ``run.compile`` compiles the backbones in place (``SDMP_COMPILE_BACKEND``
+chooses the backend, default inductor).
 
 Distributed (torchrun, world > 1): the method is wrapped in DDP (gradients of the student averaged
 over ranks; the teacher has no gradient and is updated identically on every rank by the EMA;
@@ -28,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -41,10 +52,10 @@ from sdmp_fast.config import Config, Resolved, to_dict
 from sdmp_fast.methods.base import Method, StepRandom
 
 from . import checkpoint as ckpt
-from .ema import ema_update
+from .ema import ema_lerp_
 from .optim import build_optimizer, clip_grad_per_param_
 from .preempt import Preemption, after_step, fault
-from .schedules import cosine_to, warmup_cosine
+from .schedules import at, cosine_to, warmup_cosine
 
 
 class NonFiniteLoss(RuntimeError):
@@ -74,20 +85,64 @@ class Trainer:
         self.cfg, self.res, self.method, self.loader = cfg, res, method, loader
         self.device, self.out_dir = device, Path(out_dir)
         self.dtype = autocast_dtype(cfg.run.precision, device)
-        self.optimizer = build_optimizer(cfg, method.param_groups())
+        self._check_fast_options(cfg, res, device)
+        # AdamW reads lr (and the decoupled weight decay) from device tensors; LARS/SGD take host floats
+        self.device_schedules = cfg.optim.name == "adamw"
+        self.optimizer = build_optimizer(cfg, method.param_groups(), device if self.device_schedules else None)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        # per-step tables (float64, host) ...
         self.lr = warmup_cosine(res.lr, cfg.optim.min_lr, res.total_steps, res.warmup_steps)
         self.momentum = cosine_to(cfg.method.momentum, cfg.method.momentum_final, res.total_steps)
         # DINO's weight-decay schedule: half-cosine over all steps, no warm-up; None = constant
         self.wd = (warmup_cosine(cfg.optim.weight_decay, cfg.optim.weight_decay_end, res.total_steps, 0)
                    if cfg.optim.weight_decay_end >= 0 else None)
+        # ... as Python lists for the host (logs, LARS/SGD) and as device tables indexed by the device step
+        self._host = {"lr": self.lr.tolist(), "momentum": self.momentum.tolist(),
+                      "wd": self.wd.tolist() if self.wd is not None else None}
+        self.step_t = torch.zeros((), dtype=torch.int64, device=device)
+        self._lr_t = self.lr.to(device, torch.float32)
+        self._ema_w_t = (1.0 - self.momentum).to(device, torch.float32)  # lerp weight 1 - m, rounded once
+        self._wd_t = self.wd.to(device, torch.float32) if self.wd is not None else None
+        if self.device_schedules and self.wd is not None:
+            # the scheduled decay is applied by the trainer (decoupled, AdamW's p *= 1 - lr * wd) from the
+            # device tables; the optimizer's own weight decay is 0 for those groups
+            for group in self.optimizer.param_groups:
+                if group.get("apply_wd", True):
+                    group["weight_decay"] = 0.0
         method.prepare(res)
         self.rng = StepRandom.create(cfg.run.seed, res.rank, device)
+        if cfg.run.compile:
+            backend = os.environ.get("SDMP_COMPILE_BACKEND", "inductor")
+            for module in method.compile_targets():
+                module.compile(backend=backend)
         self.model = self._wrap(method, device)
         self.step = 0
         self.teacher_params, self.student_params = method.ema_pairs()
         self.last_checkpoint: Path | None = None
         self.preempt = Preemption()
+        self.graph = None
+        if cfg.run.cuda_graph:
+            from .graph import GraphStep
+            method.device_draws = True  # the op and the view swap become device values
+            self.graph = GraphStep(self)
+
+    @staticmethod
+    def _check_fast_options(cfg: Config, res: Resolved, device: torch.device) -> None:
+        from sdmp_fast.config import ConfigError
+        if not cfg.run.cuda_graph:
+            return
+        if device.type != "cuda":
+            raise ConfigError(f"run.cuda_graph = true needs a CUDA device; this run is on {device}: set run.cuda_graph=false")
+        if res.world > 1:
+            raise ConfigError(f"run.cuda_graph = true is implemented for one process; this run has {res.world} ranks "
+                              "(DDP's bucket all-reduce would have to be captured too): set run.cuda_graph=false "
+                              "or run.compile=true")
+        if cfg.optim.name != "adamw":
+            raise ConfigError(f"run.cuda_graph = true needs optim.name = adamw (its lr is a device tensor); "
+                              f"{cfg.optim.name} takes its lr as a host float, which a graph would freeze")
+        if cfg.sdmp.enabled and cfg.sdmp.impl != "torch":
+            raise ConfigError("run.cuda_graph = true draws the mixing op on the device, which the Triton mixing "
+                              "kernel (sdmp.impl = triton) takes from the host: set sdmp.impl=torch")
 
     @staticmethod
     def _wrap(method: Method, device: torch.device) -> torch.nn.Module:
@@ -131,6 +186,9 @@ class Trainer:
                 raise ValueError(f"cannot resume: the checkpoint has {key[0]}.{key[1]} = {was!r}, this run {now!r}")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.device_schedules:  # lr tensors on this run's device again (a checkpoint holds CPU copies)
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.zeros((), device=self.device)
         self.scaler.load_state_dict(state["scaler"])
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.res.world:
@@ -152,7 +210,7 @@ class Trainer:
     def _rank_rng_states(self) -> list[dict]:
         """Every rank's random streams (a collective: all ranks call ``save_checkpoint`` at the same step)."""
         mine = self.rng.state_dict()
-        return dist.all_gather_object({k: v.cpu() for k, v in mine.items()})
+        return dist.all_gather_object({k: v.cpu() if torch.is_tensor(v) else v for k, v in mine.items()})
 
     def save_checkpoint(self) -> Path | None:
         """Called by every rank at the same step (the streams are gathered); rank 0 alone builds and writes the state."""
@@ -168,18 +226,36 @@ class Trainer:
     # ------------------------------------------------------------------ step
 
     def train_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        i = self.step
-        for group in self.optimizer.param_groups:
-            group["lr"] = float(self.lr[i])
-        if self.wd is not None:
-            wd = float(self.wd[i])
+        """One optimizer step on ``views``; returns the step's logs as device tensors (nothing read)."""
+        if self.graph is not None:
+            return self.graph(views)
+        self.step_t.fill_(self.step)
+        logs = self.step_body(views, self.step)
+        self.step += 1
+        return logs
+
+    def step_body(self, views: list[torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+        """The step without host synchronisation: what ``run.cuda_graph`` captures.
+
+        Every value that changes from step to step is read on the device at ``self.step_t`` (which this
+        function advances): lr, EMA weight, weight decay, DINO's teacher temperature. ``i`` is the host
+        step, used only for host decisions that are constant within a ``Method.phase`` (DINO's frozen
+        last layer), for LARS/SGD's host lr, and for fault injection (tests).
+        """
+        st = self.step_t
+        if self.device_schedules:
+            lr = at(self._lr_t, st)
             for group in self.optimizer.param_groups:
-                if group.get("apply_wd", True):
-                    group["weight_decay"] = wd
-        self.method.set_step(i)
-        m = float(self.momentum[i])
+                group["lr"].copy_(lr)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._host["lr"][i]
+                if self.wd is not None and group.get("apply_wd", True):
+                    group["weight_decay"] = self._host["wd"][i]
+        self.method.set_step(i, st)
+        ema_w = at(self._ema_w_t, st)
         if self.method.ema_before_forward:
-            ema_update(self.teacher_params, self.student_params, m)
+            ema_lerp_(self.teacher_params, self.student_params, ema_w)
         ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else contextlib.nullcontext()
         with ctx:
             loss, logs = self.model(views, self.rng)
@@ -195,12 +271,24 @@ class Trainer:
             else:
                 torch.nn.utils.clip_grad_norm_(self.method.student_parameters(), self.cfg.optim.clip_grad)
         self.method.after_backward(i)
+        if self.device_schedules and self._wd_t is not None:
+            self._decoupled_decay(lr, at(self._wd_t, st))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if not self.method.ema_before_forward:
-            ema_update(self.teacher_params, self.student_params, m)
-        self.step += 1
+            ema_lerp_(self.teacher_params, self.student_params, ema_w)
+        st.add_(1)
         return logs
+
+    @torch.no_grad()
+    def _decoupled_decay(self, lr: torch.Tensor, wd: torch.Tensor) -> None:
+        """AdamW's decay ``p *= 1 - lr * wd`` from device scalars, on the decayed groups' parameters that
+        the optimizer will update (a parameter without a gradient, DINO's frozen last layer, is skipped
+        by AdamW and so gets no decay either)."""
+        params = [p for group in self.optimizer.param_groups if group.get("apply_wd", True)
+                  for p in group["params"] if p.grad is not None]
+        if params:
+            torch._foreach_mul_(params, 1.0 - lr * wd)
 
     # ------------------------------------------------------------------ loop
 
@@ -255,11 +343,12 @@ class Trainer:
                     vals = {k: float(means[i]) / n_sum for i, k in enumerate(keys)}
                     now = time.time()
                     ips = (self.step - steps_at_log) * cfg.data.batch_size / max(now - t_log, 1e-9)
-                    last = self.last_logs = {"step": self.step, "epoch": self.step / spe, **vals, "lr": float(self.lr[self.step - 1]),
-                            "momentum": float(self.momentum[self.step - 1]), "images_per_s": ips,
+                    host = self._host
+                    last = self.last_logs = {"step": self.step, "epoch": self.step / spe, **vals, "lr": host["lr"][self.step - 1],
+                            "momentum": host["momentum"][self.step - 1], "images_per_s": ips,
                             "elapsed_s": now - t_start}
                     if self.wd is not None:
-                        last["weight_decay"] = float(self.wd[self.step - 1])
+                        last["weight_decay"] = host["wd"][self.step - 1]
                     last.update(self.method.step_info())
                     if not all(math.isfinite(v) for v in vals.values()):
                         raise NonFiniteLoss(

@@ -39,13 +39,13 @@ from torch import Tensor
 from sdmp_fast import dist
 
 
-def teacher_probs(teacher_out: Tensor, center: Tensor, temperature: float) -> Tensor:
+def teacher_probs(teacher_out: Tensor, center: Tensor, temperature: float | Tensor) -> Tensor:
     """``softmax((teacher_out - center) / temperature)`` over the last axis, float32, no gradient.
 
     Args:
         teacher_out: [..., K] teacher head outputs.
         center: [K] or [1, K] centre.
-        temperature: teacher temperature tau_t.
+        temperature: teacher temperature tau_t (a float or a 0-dim device tensor).
     """
     with torch.autocast(teacher_out.device.type, enabled=False):
         return ((teacher_out.detach().float() - center.float()) / temperature).softmax(dim=-1)

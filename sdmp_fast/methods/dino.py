@@ -46,10 +46,10 @@ import copy
 import torch
 from torch import nn
 
-from sdmp_fast.engine.schedules import warmup_constant
+from sdmp_fast.engine.schedules import at, warmup_constant
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
 from sdmp_fast.kernels import select_mix
-from sdmp_fast.mixing import sample_lam
+from sdmp_fast.mixing import mix_selected, sample_lam
 from sdmp_fast.models.heads import DINOHead
 from sdmp_fast.registry import METHODS
 from sdmp_fast.views import Recipe, dino_recipe
@@ -110,7 +110,9 @@ class DINO(Method):
         self.teacher_temp_table = torch.tensor([warmup_teacher_temp if warmup_teacher_temp_epochs > 0 else teacher_temp],
                                                dtype=torch.float64)
         self.freeze_steps = 0
-        self.teacher_temp = float(self.teacher_temp_table[0])
+        self._temp_host = self.teacher_temp_table.tolist()
+        self._temp_device = self.teacher_temp_table.float()
+        self.teacher_temp = self.teacher_temp_t = self._temp_host[0]
 
     @classmethod
     def from_config(cls, cfg, backbone: nn.Module) -> "DINO":
@@ -167,15 +169,32 @@ class DINO(Method):
         self.teacher_temp_table = warmup_constant(self.warmup_teacher_temp, self.teacher_temp_final,
                                                   res.total_steps, warm)
         self.freeze_steps = int(round(self.freeze_last_layer_epochs * spe))
+        self._temp_host = self.teacher_temp_table.tolist()
+        self._temp_device = self.teacher_temp_table.to(self.center.device, torch.float32)
         self.set_step(0)
 
-    def set_step(self, step: int) -> None:
-        self.teacher_temp = float(self.teacher_temp_table[min(step, len(self.teacher_temp_table) - 1)])
+    def set_step(self, step: int, step_t: torch.Tensor | None = None) -> None:
+        """The log value from the host table; the value the loss uses from the device table at ``step_t``."""
+        last = len(self._temp_host) - 1
+        self.teacher_temp = self._temp_host[min(step, last)]
+        if step_t is not None:
+            if self._temp_device.device != step_t.device:  # prepared before the move to the device: once
+                self._temp_device = self._temp_device.to(step_t.device)
+            self.teacher_temp_t = at(self._temp_device, step_t.clamp(max=last))
+        else:
+            self.teacher_temp_t = self.teacher_temp
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.student.backbone, self.teacher.backbone]
 
     def after_backward(self, step: int) -> None:
         if step < self.freeze_steps:
             for p in self.last_layer_parameters():
                 p.grad = None  # AdamW skips parameters without a gradient: no update, no weight decay
+
+    def phase(self, step: int) -> int:
+        """1 while the last layer is frozen (the first ``freeze_last_layer`` epochs), else 0."""
+        return int(step < self.freeze_steps)
 
     def step_info(self) -> dict[str, float]:
         return {"teacher_temp": self.teacher_temp}
@@ -191,15 +210,22 @@ class DINO(Method):
         """
         g1, g2 = views[0], views[1]
         locals_ = list(views[NUM_GLOBALS:])
-        op = self.ops[int(torch.randint(len(self.ops), (), generator=rng.shared))]  # host generator: no device sync
+        if self.device_draws:  # the op as a device value (shared device stream: the same on every rank)
+            op_i = torch.randint(len(self.ops), (), generator=rng.shared_device, device=g1.device)
+            op = "drawn on the device"
+
+            def mix(x, lam, op, generator):
+                return mix_selected(x, lam, op_i, self.ops, generator=generator)
+        else:
+            op, mix = self.ops[rng.shared.choice(len(self.ops))], self.mix  # host stream: no device sync
         lam = sample_lam(g1.shape[0], self.alpha, generator=rng.local, device=g1.device)
-        g_mix, lam_global = self.mix(g1, lam, op, generator=rng.local)
+        g_mix, lam_global = mix(g1, lam, op, generator=rng.local)
         student_globals, lam_sg = [g1, g2], None
         if self.mix_global_student:
-            g2_mix, lam_sg = self.mix(g2, lam, op, generator=rng.local)
+            g2_mix, lam_sg = mix(g2, lam, op, generator=rng.local)
             student_globals = [g1, g2_mix]
         n_clean = self.num_clean_locals
-        mixed = [self.mix(x, lam, op, generator=rng.local) for x in locals_[n_clean:]]
+        mixed = [mix(x, lam, op, generator=rng.local) for x in locals_[n_clean:]]
         lam_locals = torch.stack([m[1] for m in mixed]) if mixed else lam.new_zeros(0, lam.shape[0])
         return {"globals": [g1, g2], "student_globals": student_globals, "clean_locals": locals_[:n_clean],
                 "mixed_locals": [m[0] for m in mixed], "lam_locals": lam_locals, "global_mix": g_mix,
@@ -252,7 +278,7 @@ class DINO(Method):
         if locals_in:
             s_out.append(self.student(torch.cat(locals_in)))
         K = t_out.shape[-1]
-        probs = teacher_probs(t_out, self.center, self.teacher_temp).view(-1, B, K)       # computed once, reused
+        probs = teacher_probs(t_out, self.center, self.teacher_temp_t).view(-1, B, K)       # computed once, reused
         logp = student_log_probs(torch.cat(s_out), self.student_temp).view(-1, B, K)      # [2 + L, B, K]
         p_clean = probs[:NUM_GLOBALS]
 

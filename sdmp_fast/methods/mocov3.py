@@ -11,6 +11,11 @@ views with independent box positions. The student sees a and mix(b); the momentu
 mix(a) and b. Partners are paired inside each rank's local batch (row i with row B-1-i): images never
 cross ranks, only keys are gathered.
 
+Fused pass (``run.fused``, default): the base encoder runs once on the concatenated query views
+(baseline [v1; v2], replace [a; b_mix]) and the momentum encoder once on its views ([a; a_mix; b]),
+with per-view BatchNorm statistics (``methods.base.encode``); the keys of all views are gathered in one
+all-gather. Equal to one forward per view up to float rounding (tests/methods/test_fast_step.py).
+
 SDMP "extra" variant (Table 9): four views; the full symmetric clean loss on views 1/2 plus the
 source and mix terms with weight 1 from mix(view 3) as query against clean and mixed view 4 as keys.
 """
@@ -24,12 +29,12 @@ from torch import nn
 from sdmp_fast import dist
 from sdmp_fast.losses import infonce_loss, moco_sdmp_loss
 from sdmp_fast.kernels import select_mix
-from sdmp_fast.mixing import sample_lam
+from sdmp_fast.mixing import mix_selected, sample_lam
 from sdmp_fast.models.heads import build_mlp
 from sdmp_fast.registry import METHODS
 from sdmp_fast.views import Recipe, mocov3_recipe
 
-from .base import Method, StepRandom
+from .base import Method, StepRandom, encode
 
 
 class _Encoder(nn.Module):
@@ -86,13 +91,35 @@ class MoCoV3(Method):
     def export_backbone(self) -> nn.Module:
         return self.student.backbone  # MoCo v3 evaluates the base encoder
 
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.student.backbone, self.teacher.backbone]
+
+    def _queries(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        return encode(self.student, xs, self.fused)
+
     @torch.no_grad()
     def _keys(self, *xs: torch.Tensor) -> list[torch.Tensor]:
-        return [dist.all_gather_cat(self.teacher(x).float()) for x in xs]
+        """Momentum keys of each view, gathered over ranks: [N, D] each (N = world x B).
+
+        Fused: one teacher forward of the concatenated views and ONE all-gather of all their keys,
+        whose [world, views, B, D] layout is then split per view (each rank's rows stay at rank*B...).
+        """
+        if not self.fused or len(xs) == 1:
+            return [dist.all_gather_cat(self.teacher(x).float()) for x in xs]
+        n, B = len(xs), xs[0].shape[0]
+        keys = dist.all_gather_cat(torch.cat(encode(self.teacher, xs, True)).float())    # [world*n*B, D]
+        D = keys.shape[-1]
+        return list(keys.view(-1, n, B, D).transpose(0, 1).reshape(n, -1, D).unbind(0))
 
     def _mix_pair(self, x: torch.Tensor, y: torch.Tensor, rng: StepRandom):
         """Mix two views of the same images with one op and one lambda per image (independent boxes)."""
-        op = self.ops[int(torch.randint(len(self.ops), (), generator=rng.shared))]
+        if self.device_draws:  # the op as a device value (shared device stream: the same on every rank)
+            op_i = torch.randint(len(self.ops), (), generator=rng.shared_device, device=x.device)
+            lam = sample_lam(x.shape[0], self.alpha, generator=rng.local, device=x.device)
+            x_mix, lam_x = mix_selected(x, lam, op_i, self.ops, generator=rng.local)
+            y_mix, lam_y = mix_selected(y, lam, op_i, self.ops, generator=rng.local)
+            return x_mix, lam_x, y_mix, lam_y, "drawn on the device"
+        op = self.ops[rng.shared.choice(len(self.ops))]
         lam = sample_lam(x.shape[0], self.alpha, generator=rng.local, device=x.device)
         x_mix, lam_x = self.mix(x, lam, op, generator=rng.local)
         y_mix, lam_y = self.mix(y, lam, op, generator=rng.local)
@@ -106,7 +133,10 @@ class MoCoV3(Method):
         """
         if self.variant == "replace":
             a, b = views[0], views[1]
-            if float(torch.rand((), generator=rng.shared)) < 0.5:  # shared coin: host generator, no device sync
+            if self.device_draws:  # the coin as a device value: a select, no branch
+                swap = torch.rand((), generator=rng.shared_device, device=a.device) < 0.5
+                a, b = torch.where(swap, b, a), torch.where(swap, a, b)
+            elif rng.shared.coin():  # shared coin: host stream, no device sync
                 a, b = b, a
         else:
             b, a = views[2], views[3]
@@ -131,19 +161,19 @@ class MoCoV3(Method):
         T, rank = self.temperature, dist.get_rank()
         if not self.sdmp:
             v1, v2 = views[0], views[1]
-            q1, q2 = self.student(v1), self.student(v2)
+            q1, q2 = self._queries(v1, v2)
             k1, k2 = self._keys(v1, v2)
             loss = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
             return loss, {"loss": loss.detach()}
         mv = self.sdmp_views(views, rng)
         if self.variant == "replace":
-            q_a, q_bm = self.student(mv["a"]), self.student(mv["b_mix"])
+            q_a, q_bm = self._queries(mv["a"], mv["b_mix"])
             k_a, k_am, k_b = self._keys(mv["a"], mv["a_mix"], mv["b"])
             out = moco_sdmp_loss(q_a, q_bm, k_a, k_am, k_b, mv["lam_q"], mv["lam_k"], T, rank=rank, weights=self.weights)
             return out["loss"], {k: v.detach() for k, v in out.items()} | {"lam_eff": mv["lam_q"].mean()}
         # "extra": clean symmetric loss on views 1/2, SDMP terms (weight 1) on mix(view 3) vs view 4 and mix(view 4)
         v1, v2 = views[0], views[1]
-        q1, q2, q3m = self.student(v1), self.student(v2), self.student(mv["b_mix"])
+        q1, q2, q3m = self._queries(v1, v2, mv["b_mix"])
         k1, k2, k4, k4m = self._keys(v1, v2, mv["a"], mv["a_mix"])
         clean = infonce_loss(q1, k2, T, rank) + infonce_loss(q2, k1, T, rank)
         out = moco_sdmp_loss(q1, q3m, k4, k4m, k2, mv["lam_q"], mv["lam_k"], T, rank=rank, weights=(0.0, 1.0, 1.0))

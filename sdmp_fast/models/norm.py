@@ -10,10 +10,11 @@ CUDA-only and cannot do per-chunk statistics; this layer runs on CPU (gloo) and 
 Per chunk, the per-channel sums of x and x^2 and the count are summed over ranks by one
 differentiable all-reduce (``dist.all_reduce_sum_autograd``: SUM forward and backward), so autograd
 gives the gradient of the global batch statistics; in one process the all-reduce is the identity
-and the layer equals ``nn.BatchNorm`` applied to each chunk. Statistics are computed in float32
+and the layer equals ``nn.BatchNorm`` applied to each chunk in turn. Statistics are computed in float32
 (under autocast too); ``var = E[x^2] - E[x]^2`` is clamped at 0. Running statistics (momentum as in
-PyTorch, unbiased variance) average the chunks' statistics and are identical on every rank, so
-buffers need no broadcast. Parameter and buffer names are those of ``nn.BatchNorm1d/2d``.
+PyTorch, unbiased variance) take one update per chunk, in chunk order, exactly as k separate forwards
+would (so a fused multi-view pass leaves the same buffers as one pass per view), and are identical on
+every rank, so buffers need no broadcast. Parameter and buffer names are those of ``nn.BatchNorm1d/2d``.
 """
 from __future__ import annotations
 
@@ -69,10 +70,12 @@ class ChunkedSyncBatchNorm(nn.Module):
             y = (xc - mean[:, None, :, None]) * torch.rsqrt(var + self.eps)[:, None, :, None]
             y = self._affine(y.reshape(xf.shape), shape)
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                unbiased = var.mean(0) * (total / max(total - 1, 1))
-                self.running_mean.lerp_(mean.mean(0), self.momentum)
-                self.running_var.lerp_(unbiased, self.momentum)
+                # one update per chunk, in order: the buffers end exactly as after k separate forwards
+                self.num_batches_tracked.add_(k)
+                unbiased = var * (total / max(total - 1, 1))
+                for j in range(k):
+                    self.running_mean.lerp_(mean[j], self.momentum)
+                    self.running_var.lerp_(unbiased[j], self.momentum)
         return y.to(x.dtype)
 
     def _affine(self, y: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

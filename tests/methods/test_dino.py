@@ -63,7 +63,7 @@ def test_sdmp_forward_equals_per_view_pieces(mix_global):
     loss, logs = method(views, _clone_rng())
     # the same draws, replayed by hand in the documented order: op, lam, mix(G1), [mix(G2)], mixed locals
     rng = _clone_rng()
-    torch.randint(1, (), generator=rng.shared)
+    rng.shared.choice(1)
     lam = sample_lam(16, 1.0, generator=rng.local)
     g_mix, lam_g = mix(views[0], lam, "cutmix", generator=rng.local)
     student_views, lam_mixed, mixed = list(views[:2]), [], []
@@ -134,10 +134,21 @@ def test_param_groups_weight_decay_schedule_and_teacher_temperature():
     assert {id(p) for p in no_decay["params"]} == {id(p) for n, p in named.items()
                                                    if p.requires_grad and (n.endswith(".bias") or p.ndim == 1)}
     assert any(p is named["backbone.norm.weight"] for p in no_decay["params"])
+    assert decay["weight_decay"] == 0.0 and no_decay["weight_decay"] == 0.0  # the trainer decays (device scalars)
+    assert trainer.device_schedules
+    w = decay["params"][0]
     trainer.step = 17
+    w_before = w.detach().clone()
     trainer.train_step(views)
-    assert decay["weight_decay"] == pytest.approx(float(trainer.wd[17])) and no_decay["weight_decay"] == 0.0
-    assert 0.04 < decay["weight_decay"] < 0.4
+    assert 0.04 < trainer.wd[17] < 0.4
+    # reference: torch's AdamW with the host weight decay of step 17 on the same gradient from the same state
+    state = trainer.optimizer.state[w]
+    ref = torch.optim.AdamW([torch.nn.Parameter(w_before.clone())], lr=float(trainer.lr[17]), betas=trainer.cfg.optim.betas,
+                            weight_decay=float(trainer.wd[17]))
+    ref.param_groups[0]["params"][0].grad = w.grad.clone()
+    ref.step()
+    assert int(state["step"]) == 1
+    assert torch.allclose(ref.param_groups[0]["params"][0], w.detach(), rtol=1e-5, atol=1e-7)
     assert method.teacher_temp == pytest.approx(0.04 + 0.03 * 17 / 20)
     assert method.step_info() == {"teacher_temp": method.teacher_temp}
     method.set_step(25)
