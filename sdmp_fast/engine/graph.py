@@ -33,52 +33,91 @@ import torch
 WARMUP = 3
 
 
+class CudaGraphs:
+    """The CUDA side of ``GraphStep``: eager warm-up steps on a side stream, capture into one graph."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def eager(self, fn):
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            out = fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        return out
+
+    def capture(self, fn, generators):
+        """Record ``fn`` (not run) into a new graph; returns (replay, outputs): ``outputs()`` gives fn's
+        output tensors, which every replay overwrites in place."""
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        for gen in generators:
+            graph.register_generator_state(gen)
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph.replay, lambda: out
+
+
+class EmulatedGraphs:
+    """A CPU stand-in for ``CudaGraphs`` (tests): "capture" keeps the function and each replay calls it
+    again with everything the capture fixed (static inputs, the host step of the capture). It checks
+    GraphStep's bookkeeping (warm-up, static buffers, the device step counter, phase changes); what only
+    CUDA can show (capture rules, memory pools, generator registration) is left to the gpu tests."""
+
+    def eager(self, fn):
+        return fn()
+
+    def capture(self, fn, generators):
+        box = {}
+
+        def replay():
+            box["out"] = fn()
+        return replay, lambda: box["out"]
+
+
 class GraphStep:
     """Callable ``(views) -> logs`` that replaces the trainer's eager step (see the module docstring)."""
 
-    def __init__(self, trainer, warmup: int = WARMUP):
+    def __init__(self, trainer, warmup: int = WARMUP, backend=None):
         self.trainer, self.warmup = trainer, warmup
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.backend = backend or CudaGraphs(trainer.device)
+        self.replay = None
         self.phase: int | None = None
         self.eager_left = warmup
         self.static_views: list[torch.Tensor] = []
-        self.static_logs: dict[str, torch.Tensor] = {}
+        self.outputs = None
         self.captures = 0      # graphs captured so far (tests)
         self.replays = 0
 
     def _eager(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         t = self.trainer
-        side = torch.cuda.Stream(device=t.device)
-        side.wait_stream(torch.cuda.current_stream(t.device))
-        with torch.cuda.stream(side):
+
+        def run():
             t.step_t.fill_(t.step)
-            logs = t.step_body(views, t.step)
-        torch.cuda.current_stream(t.device).wait_stream(side)
+            return t.step_body(views, t.step)
+        logs = self.backend.eager(run)
         t.step += 1
         return logs
 
     def _capture(self, views: list[torch.Tensor]) -> None:
         t = self.trainer
-        self.graph = None  # free the previous phase's graph (and its pool) first
-        torch.cuda.synchronize(t.device)
+        self.replay = None  # free the previous phase's graph (and its pool) first
         self.static_views = [v.clone() for v in views]
-        graph = torch.cuda.CUDAGraph()
-        for gen in (t.rng.local, t.rng.shared_device):
-            graph.register_generator_state(gen)
         t.optimizer.zero_grad(set_to_none=True)
         t.step_t.fill_(t.step)
-        with torch.cuda.graph(graph):
-            self.static_logs = t.step_body(self.static_views, t.step)
-        # capture records without running: step_t is still t.step, the first replay performs this step
-        self.graph = graph
+        step, static = t.step, self.static_views
+        # capture records without running: step_t is still t.step, and the first replay performs this step
+        self.replay, self.outputs = self.backend.capture(lambda: t.step_body(static, step),
+                                                             (t.rng.local, t.rng.shared_device))
         self.captures += 1
 
     def __call__(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         t = self.trainer
         phase = t.method.phase(t.step)
         if phase != self.phase:
-            self.phase, self.graph, self.eager_left = phase, None, self.warmup
-        if self.graph is None:
+            self.phase, self.replay, self.eager_left = phase, None, self.warmup
+        if self.replay is None:
             if self.eager_left > 0:
                 self.eager_left -= 1
                 return self._eager(views)
@@ -91,7 +130,7 @@ class GraphStep:
             for static, v in zip(self.static_views, views):
                 static.copy_(v, non_blocking=True)
         t.step_t.fill_(t.step)
-        self.graph.replay()
+        self.replay()
         self.replays += 1
         t.step += 1
-        return self.static_logs
+        return self.outputs()
