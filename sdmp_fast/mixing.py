@@ -383,8 +383,12 @@ def sample_selected_mix_params(lam: Tensor, op_index: Tensor, ops: tuple[str, ..
     device = lam.device
     lam32 = lam.detach().to(torch.float32).clamp(0.0, 1.0)
     B = lam32.shape[0]
-    codes = torch.tensor([OPS.index(op) for op in ops], device=device)
-    code = codes.index_select(0, op_index.to(device).reshape(1)).squeeze(0)  # no host read of op_index
+    # the op's code by arithmetic on the device: no host read of op_index, and no host-to-device copy (a
+    # table made with torch.tensor would be one, which a CUDA graph capture forbids)
+    op_index = op_index.to(device)
+    code = torch.zeros((), dtype=torch.int64, device=device)
+    for j, op in enumerate(ops):
+        code = torch.where(op_index == j, OPS.index(op), code)
     is_mixup, is_cutmix = code == 0, code == 1
     lam64 = lam32.to(torch.float64)
     keep = torch.where(is_cutmix, lam64, lam64 * 0.8 + 0.1)

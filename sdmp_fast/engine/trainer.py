@@ -256,7 +256,9 @@ class Trainer:
         ema_w = at(self._ema_w_t, st)
         if self.method.ema_before_forward:
             ema_lerp_(self.teacher_params, self.student_params, ema_w)
-        ctx = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else contextlib.nullcontext()
+        # autocast's weight-cast cache must be off while a CUDA graph is captured (torch.cuda.graphs docs)
+        ctx = (torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=self.graph is None)
+               if self.dtype != torch.float32 else contextlib.nullcontext())
         with ctx:
             loss, logs = self.model(views, self.rng)
         if fault("nan", i + 1):  # SDMP_FAULT=nan@N (tests): a diverging step
