@@ -15,7 +15,8 @@ pretrain: setup
 test: setup
 	SDMP_REQUIRE=dali,ffcv $(PY) -m pytest -q --durations=20 $(ARGS)
 
-## GPU machines only: the gpu-marked tests and the throughput benchmark with the machine's own python3.
+## GPU machines only: the gpu-marked tests and the throughput benchmark with the machine's own python3, about 8 minutes
+## on one H100; writes benchmarks/results/throughput-cuda.json and gpu-check-report.md (GPU_CHECK_OUT: elsewhere).
 ## Installs nothing (those machines have torch/torchvision/timm/triton and no package registry).
 gpu-check:
 	@bash scripts/gpu_check.sh
