@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.datasets import DataError, Split, refuse_class_subset, training_split
 from sdmp_fast.views import EvalSpec, Recipe, ViewSpec
 
 from .sharding import rank_batches, steps_per_epoch
@@ -307,10 +307,10 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
         from .shards import read_manifest
         if not d.path:
             raise DataError("data.format = 'webdataset' needs data.path: the output folder of `python -m loaders.shards`")
+        refuse_class_subset(d, "WebDataset shards")
         manifest, split = read_manifest(Path(d.path) / "train"), None
-    elif split is None:
-        from sdmp_fast.pretrain import load_splits
-        split = load_splits(cfg)[0]
+    else:
+        split = training_split(d, split)  # the scan, class subset and verification of every command
     return DaliLoader(split, recipe, d.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
                       threads=d.dali_threads, prefetch=d.prefetch, hw_decoder_load=d.dali_hw_decoder_load,
                       fp16=d.dali_fp16, manifest=manifest)

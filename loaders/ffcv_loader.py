@@ -48,7 +48,7 @@ import torch
 from sdmp_fast.augment import sample_view_params
 from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError
+from sdmp_fast.datasets import DataError, refuse_class_subset
 from sdmp_fast.views import Recipe
 
 from .sharding import rank_batches, step_generator, steps_per_epoch
@@ -274,6 +274,7 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
     if not cfg.data.beton:
         raise DataError("--loader ffcv reads an FFCV .beton: set data.beton=PATH "
                         "(write one with python -m loaders.write_beton SRC_DIR OUT.beton)")
+    refuse_class_subset(cfg.data, f"the .beton {cfg.data.beton}")
     return FfcvLoader(cfg.data.beton, recipe, cfg.data.batch_size, rank, world, torch.device(device),
                       seed=cfg.run.seed, num_workers=cfg.data.num_workers, order=cfg.data.order,
                       os_cache=cfg.data.os_cache, batches_ahead=cfg.data.prefetch, augment_impl=cfg.data.augment_impl)

@@ -38,7 +38,7 @@ import torch
 from sdmp_fast.augment import sample_view_params
 from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.datasets import DataError, Split, refuse_class_subset, training_split
 from sdmp_fast.views import Recipe
 
 from .sharding import rank_batches, step_generator, steps_per_epoch
@@ -255,10 +255,10 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
     beton = None
     if cfg.data.beton:
         from .beton import Beton
+        refuse_class_subset(cfg.data, f"the .beton {cfg.data.beton}")
         beton, split = Beton(cfg.data.beton), None
-    elif split is None:
-        from sdmp_fast.pretrain import load_splits
-        split = load_splits(cfg)[0]
+    else:
+        split = training_split(cfg.data, split)  # the scan, class subset and verification of every command
     return NvjpegLoader(split, recipe, cfg.data.batch_size, rank, world, torch.device(device), seed=cfg.run.seed,
                         prefetch=cfg.data.prefetch, cache_dir=default_cache_dir(cfg.data.cache_dir), beton=beton,
                         augment_impl=cfg.data.augment_impl)

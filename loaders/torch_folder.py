@@ -20,7 +20,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.datasets import DataError, Split, training_split
 from sdmp_fast.views import EvalSpec, Recipe, ViewSpec
 
 from .sharding import rank_batches, steps_per_epoch
@@ -201,8 +201,6 @@ def eval_batches(split: Split, indices: Sequence[int], spec: EvalSpec, mean, std
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> FolderLoader:
     """Build the reference loader for ``split`` (default: the training split of ``data.path``)."""
-    if split is None:  # the same scan + verification as the pretraining entry point
-        from sdmp_fast.pretrain import load_splits
-        split = load_splits(cfg)[0]
+    split = training_split(cfg.data, split)  # the scan, class subset and verification of every command
     return FolderLoader(split, recipe, cfg.data.batch_size, rank, world, torch.device(device),
                         seed=cfg.run.seed, num_workers=cfg.data.num_workers)

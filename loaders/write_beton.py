@@ -2,7 +2,7 @@
 
     python -m loaders.write_beton SRC_DIR OUT.beton [--max-resolution 400] [--write-mode jpg]
                                   [--jpeg-quality 90] [--compress-probability 0.5] [--workers N]
-                                  [--limit N] [--skip-corrupt]
+                                  [--limit N] [--skip-corrupt] [--class-subset FILE]
 
 Fields: ``image`` (ffcv's RGBImageField), ``label`` (the class id), ``index`` (the sample's position in
 the scanned folder) and ``height``/``width`` (the ORIGINAL size, before ``--max-resolution``: the loaders
@@ -11,7 +11,8 @@ draw crop boxes relative to it). Options keep ffcv's meanings: ``--max-resolutio
 full-resolution JPEGs; larger keeps more detail for larger views at more bytes to read and decode);
 ``--write-mode`` jpg / raw / smart / proportion (with ``--compress-probability``). Every image is decoded
 once first (cached, as the training entry point does); unreadable images are listed and fail the
-conversion unless ``--skip-corrupt``. The output is written under a temporary name and renamed when
+conversion unless ``--skip-corrupt``. ``--class-subset FILE`` keeps the classes named in FILE (one folder
+name per line; labels renumbered in sorted name order, as ``data.class_subset`` does for folders). The output is written under a temporary name and renamed when
 complete, so an interrupted conversion never leaves a ``.beton`` that looks valid.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdmp_fast.datasets import DataError, Split, scan_folder, verify_images
+from sdmp_fast.datasets import DataError, Split, restrict_classes, scan_folder, verify_images
 
 
 class _FolderImages:
@@ -46,7 +47,7 @@ class _FolderImages:
 
 def write_beton(src: str | Path, out: str | Path, max_resolution: int = 400, write_mode: str = "jpg",
                 jpeg_quality: int = 90, compress_probability: float = 0.5, workers: int = 0, limit: int = 0,
-                skip_corrupt: bool = False, cache_dir: str = "", progress: bool = True) -> dict:
+                skip_corrupt: bool = False, cache_dir: str = "", progress: bool = True, class_subset: str = "") -> dict:
     """Write the .beton; returns a summary {images, bytes, seconds, images_per_s, skipped}."""
     import loaders.ffcv_loader  # noqa: F401 - first: keeps torch's CPU threads as they are when ffcv is imported
     from ffcv.fields import IntField, RGBImageField
@@ -59,6 +60,7 @@ def write_beton(src: str | Path, out: str | Path, max_resolution: int = 400, wri
     if out.suffix != ".beton":
         raise DataError(f"{out}: the output name must end in .beton")
     split, stray = scan_folder(Path(src), skip_corrupt)
+    split = restrict_classes(split, class_subset)
     if limit:
         split = Split(split.root, split.classes, split.samples[:limit])
     split, failed = verify_images(split, cache_dir, skip_corrupt, progress=progress)
@@ -90,10 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0, help="writer processes (0 = all cores)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images (a quick subset)")
     p.add_argument("--skip-corrupt", action="store_true", help="drop unreadable images and report the count")
+    p.add_argument("--class-subset", default="", metavar="FILE",
+                   help="only the classes named in FILE, one folder name per line (labels renumbered in sorted order)")
     a = p.parse_args(argv)
     try:
         s = write_beton(a.src, a.out, a.max_resolution, a.write_mode, a.jpeg_quality, a.compress_probability,
-                        a.workers, a.limit, a.skip_corrupt)
+                        a.workers, a.limit, a.skip_corrupt, class_subset=a.class_subset)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

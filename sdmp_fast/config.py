@@ -37,8 +37,9 @@ class DataConfig:
     beton: str = field(default="", metadata={"help": "FFCV .beton to train from (python -m loaders.write_beton): required by the ffcv loader, also read by the nvjpeg loader (without ffcv). The k-NN monitor still uses data.path"})
     order: str = field(default="random", metadata={"help": "ffcv loader: 'random' (the shared sharding rule: the same samples per step as every other loader) or 'quasi_random' (ffcv's page-local order for data that does not fit in RAM; one process only)", **_choices("random", "quasi_random")})
     os_cache: bool = field(default=True, metadata={"help": "ffcv loader: read through the OS page cache (memory-maps the .beton; best when it fits in RAM or several processes share it); false = ffcv's process cache"})
-    path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
-    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
+    path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split), or a CIFAR folder (cifar-10-batches-py, cifar-100-python: materialised once as PNGs in data.cache_dir); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
+    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
+    class_subset: str = field(default="", metadata={"help": "text file of class folder names, one per line (e.g. ImageNet-100, Table 11): train and val keep only those classes, labels renumbered 0..K-1 in sorted name order, in every folder loader and the evaluation commands; empty = all classes. Not with data.beton or data.format=webdataset (write those from a subset: python -m loaders.write_beton SRC OUT --class-subset FILE)"})
     batch_size: int = field(default=64, metadata={"help": "global batch size (all ranks together); must be even per rank (SDMP pairs row i with row B-1-i)"})
     image_size: int = field(default=32, metadata={"help": "side of the global views in pixels"})
     crop_min: float = field(default=0.2, metadata={"help": "lower bound of RandomResizedCrop's area fraction (MoCo v3: 0.08 for ViT, 0.2 for ResNet-50 short runs)"})
@@ -129,8 +130,8 @@ class RunConfig:
     knn_k: int = field(default=20, metadata={"help": "neighbours of the weighted k-NN vote"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
     fused: bool = field(default=True, metadata={"help": "one student forward over the concatenation of its views and one teacher forward over its views (per-view BatchNorm statistics, one all-gather of the keys); false = one forward per view"})
-    cuda_graph: bool = field(default=False, metadata={"help": "capture the whole training step (forward, backward, optimizer, EMA) in one CUDA graph and replay it; CUDA only, fp32/bf16, one process"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the method's forward (the alternative to run.cuda_graph; not both)"})
+    cuda_graph: bool = field(default=False, metadata={"help": "capture the whole training step (forward with mixing, backward, optimizer, EMA) in one CUDA graph after 3 eager steps and replay it; CUDA only, one process, AdamW, bf16/fp32, sdmp.impl=torch (engine/graph.py)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the student and teacher backbones in place (SDMP_COMPILE_BACKEND: the backend, default inductor); the alternative to run.cuda_graph, not both"})
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ keys and values outside a field's ``choices`` raise :class:`ConfigError` naming 
 reader, the value parser and the type checks are those of ``sdmp_fast.config`` (imported, not copied).
 
 Data defaults come from the pretraining run: an empty ``data.path``, ``data.image_size = 0`` or an
-empty ``data.mean``/``data.std`` mean "as recorded in the export" (``fill_data_defaults``).
+empty ``data.mean``/``data.std`` mean "as recorded in the export" (``fill_data_defaults``); so does an
+empty ``data.class_subset`` when the data is the pretraining run's (``all`` = every class).
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def add_common_arguments(p, aliases: dict[str, str], config_help: str, example: 
     p.add_argument("--data", help=f"alias of {aliases['--data']}")
     p.add_argument("--loader", help=f"alias of {aliases['--loader']} (torch only)")
     p.add_argument("--out", help=f"alias of {aliases['--out']}")
+    if "--label-fraction" in aliases:
+        p.add_argument("--label-fraction", type=float, metavar="F",
+                       help=f"alias of {aliases['--label-fraction']}: train on F of the labels, per class (Table 3: 0.1, 0.01)")
+        p.add_argument("--label-subset", metavar="FILE",
+                       help=f"alias of {aliases['--label-subset']}: the labelled training images, one per line "
+                            "(path relative to the train folder, or file name as in SimCLR's 1 %%/10 %% lists)")
     if resume:
         p.add_argument("--resume", help="checkpoint file, or 'auto' for the newest valid one in the output directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -96,10 +103,19 @@ class EvalData:
     image_size: int = field(default=0, metadata={"help": "side of the evaluated images in pixels; 0 = the pretraining run's data.image_size"})
     mean: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation mean (0..1 scale); empty = the pretraining run's"})
     std: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation std (0..1 scale); empty = the pretraining run's"})
-    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder) is cached; empty = the pretraining run's, else $SDMP_CACHE or ~/.cache/sdmp_fast"})
+    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = the pretraining run's, else $SDMP_CACHE or ~/.cache/sdmp_fast"})
+    class_subset: str = field(default="", metadata={"help": "text file of class folder names, one per line (ImageNet-100): train and val keep those classes, labels renumbered in sorted name order; empty = the pretraining run's when data.path is its data, else all classes; 'all' = every class"})
     skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
     batch_size: int = field(default=256, metadata={"help": "global batch size (all ranks together)"})
     num_workers: int = field(default=2, metadata={"help": "data loading processes per rank (0 = in the main process)"})
+
+
+@dataclass(frozen=True)
+class LabelledData(EvalData):
+    """The data of the commands that train on labels (linear, fine-tuning): which training labels they may use."""
+    label_fraction: float = field(default=1.0, metadata={"help": "semi-supervised (Table 3): train on this fraction of the labelled training images, max(1, round(F x n)) per class, drawn with data.label_seed; 1 = all"})
+    label_subset: str = field(default="", metadata={"help": "semi-supervised: text file of the labelled training images, one per line: a path relative to the train folder (class/file.JPEG) or a file name (SimCLR's 1 %/10 % files); instead of data.label_fraction"})
+    label_seed: int = field(default=0, metadata={"help": "seed of the data.label_fraction draw (separate from run.seed, so the labelled set can stay fixed)"})
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,20 @@ def validate_data(d: EvalData) -> None:
     need(all(x > 0 for x in d.std), f"data.std = {list(d.std)}: every value must be > 0")
     need(d.batch_size >= 1, f"data.batch_size = {d.batch_size}: must be >= 1")
     need(d.num_workers >= 0, f"data.num_workers = {d.num_workers}: must be >= 0")
+    if isinstance(d, LabelledData):
+        need(0 < d.label_fraction <= 1, f"data.label_fraction = {d.label_fraction}: must be in (0, 1] "
+                                        "(0.01 and 0.1 are SimCLR's 1 % and 10 %; 1 = every label)")
+        need(d.label_fraction == 1 or not d.label_subset,
+             "data.label_fraction and data.label_subset both choose the labelled images: set one of them")
+
+
+def check_resume_data(resume, saved: dict, d: EvalData) -> None:
+    """A checkpoint continues only on the same images: the same class subset and labelled training images."""
+    keys = ("class_subset", "label_fraction", "label_subset", "label_seed")
+    for key in (k for k in keys if hasattr(d, k)):
+        before = saved.get("data", {}).get(key, getattr(type(d)(), key))
+        if before != getattr(d, key):
+            raise ConfigError(f"cannot resume {resume}: it has data.{key} = {before!r}, this run {getattr(d, key)!r}")
 
 
 def validate_run(r: EvalRun) -> None:
@@ -130,12 +160,16 @@ def validate_run(r: EvalRun) -> None:
 
 
 def fill_data_defaults(d: EvalData, pretrain_config: dict | None) -> EvalData:
-    """Replace 'as pretrained' values (empty path, size 0, empty mean/std, empty cache_dir) by the recorded ones."""
+    """Replace 'as pretrained' values (empty path, size 0, empty mean/std, empty cache_dir, and an empty class subset
+    when the data is the pretraining run's) by the recorded ones; ``data.class_subset = all`` becomes empty."""
     rec = (pretrain_config or {}).get("data", {})
     base = DataConfig()
+    same_data = not d.path or d.path == rec.get("path", base.path)
+    subset = d.class_subset or (rec.get("class_subset", "") if same_data else "")
     return dataclasses.replace(
         d,
         path=d.path or rec.get("path", base.path),
+        class_subset="" if subset == "all" else subset,
         cache_dir=d.cache_dir or rec.get("cache_dir", base.cache_dir),
         image_size=d.image_size or int(rec.get("image_size", base.image_size)),
         mean=tuple(d.mean or rec.get("mean", base.mean)),

@@ -43,6 +43,7 @@ def backbone_from_export(d: dict, **kwargs_override) -> nn.Module:
     Without overrides the load is strict. With ``num_classes`` (a classifier head the export lacks) the
     head's parameters are the only keys allowed to be missing.
     """
+    import sdmp_fast.models  # noqa: F401  (registers the CIFAR ResNets with timm)
     kwargs = {**d["model_kwargs"], **kwargs_override}
     model = timm.create_model(d["model_name"], pretrained=False, **kwargs)
     if not kwargs.get("num_classes"):

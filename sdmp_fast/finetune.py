@@ -1,7 +1,8 @@
 """End-to-end fine-tuning of a pretrained backbone with DeiT's recipe (SDMP_SPEC §4.3; Table 2 of the paper).
 
     python -m sdmp_fast.finetune --pretrained RUN_DIR_OR_EXPORT [--config configs/eval/finetune_deit.yaml]
-                                 [--data PATH] [--out DIR] [--resume auto] [--print-config] [section.key=value ...]
+                                 [--data PATH] [--out DIR] [--resume auto] [--print-config]
+                                 [--label-fraction F | --label-subset FILE] [--ood-val DIR ...] [section.key=value ...]
 
 The exported backbone is rebuilt from its recorded timm name and kwargs with ``drop_path_rate =
 model.drop_path`` and a classifier head (``num_classes`` = the folder's classes), then its weights are
@@ -13,6 +14,14 @@ erasing 0.25), Mixup 0.8 / CutMix 1.0 (``timm.data.Mixup``, label smoothing 0.1)
 ``timm.loss.SoftTargetCrossEntropy``, drop-path 0.1. Not implemented: DeiT's repeated augmentation, its
 model EMA and its 10 cool-down epochs. Validation uses the evaluation view of ``sdmp_fast.views.eval_spec``
 (as the linear and k-NN evaluations).
+
+Semi-supervised fine-tuning (Table 3, SimCLR's protocol): ``--label-fraction F`` trains on a seeded
+class-balanced share of the training images (``data.label_seed``), ``--label-subset FILE`` on the images a
+file lists (SimCLR's 1 % / 10 % lists of file names, or paths relative to the train folder); validation
+uses the whole val split. ``--ood-val DIR`` (Table 4) evaluates the fine-tuned arms at the end on each
+ImageNet-A / ImageNet-R style folder (``DIR/<wnid>/*``, e.g. 200 classes): the logits are restricted to
+the training classes of the same names, and a class folder that is no training class is an error.
+ImageNet-C (1000 classes in corruption / severity folders) is not read by this option.
 
 The same architecture from its random initialisation (``sdmp_fast/pretrained.py``) is fine-tuned side by
 side on the same batches and reported beside it (``run.random_init=false`` skips it and halves the cost).
@@ -46,19 +55,21 @@ from loaders.sharding import rank_batches, steps_per_epoch
 from loaders.torch_folder import decode_rgb, eval_batches
 from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
-from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.datasets import DataError, Split, scan_folder, verify_images
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
-                                   parse_command_line, need, to_dict, validate_data, validate_run)
+from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
+                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
 from sdmp_fast.export import backbone_from_export
-from sdmp_fast.pretrained import Pretrained, default_out_dir, load_eval_splits, load_pretrained
+from sdmp_fast.pretrained import (Pretrained, default_out_dir, labelled_split, labels_note, load_eval_splits,
+                                  load_pretrained)
 from sdmp_fast.probe import format_accuracy, topk_correct
 from sdmp_fast.views import eval_spec
 
 
 @dataclass(frozen=True)
-class FinetuneData(EvalData):
+class FinetuneData(LabelledData):
     batch_size: int = field(default=128, metadata={"help": "global batch size (all ranks together; DeiT: 1024); per rank it must be even with Mixup/CutMix"})
+    ood_val: tuple[str, ...] = field(default=(), metadata={"help": "out-of-distribution folders evaluated at the end (Table 4: ImageNet-A, ImageNet-R; DIR/<class>/*): logits restricted to the training classes of the folder's class names"})
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,8 @@ class FinetuneConfig:
     run: FinetuneRun = FinetuneRun()
 
 
-ALIASES = {"--data": "data.path", "--loader": "data.loader", "--out": "run.out_dir"}
+ALIASES = {"--data": "data.path", "--loader": "data.loader", "--out": "run.out_dir",
+           "--label-fraction": "data.label_fraction", "--label-subset": "data.label_subset", "--ood-val": "data.ood_val"}
 
 
 def validate(cfg: FinetuneConfig) -> None:
@@ -138,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="the paper's recipe: configs/eval/finetune_deit.yaml")
     add_common_arguments(p, ALIASES, " (configs/eval/finetune_deit.yaml)", "run.epochs=100")
+    p.add_argument("--ood-val", nargs="+", metavar="DIR",
+                   help=f"alias of {ALIASES['--ood-val']}: ImageNet-A / -R style folders evaluated at the end (Table 4)")
     return p
 
 
@@ -224,8 +238,12 @@ def seed_step_streams(seed: int, rank: int, epoch: int, step: int) -> torch.Gene
 
 
 @torch.no_grad()
-def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype: torch.dtype) -> dict[str, dict[str, float]]:
-    """Top-1 / top-5 (%) of every arm on the evaluation view of ``val`` (each rank its share; counts summed)."""
+def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype: torch.dtype,
+             columns: list[int] | None = None) -> dict[str, dict[str, float]]:
+    """Top-1 / top-5 (%) of every arm on the evaluation view of ``val`` (each rank its share; counts summed).
+
+    ``columns``: the logits of these classes only, in ``val``'s label order (an out-of-distribution folder whose
+    classes are some of the training classes)."""
     was = arms.training
     arms.eval()
     batches = eval_batches(val, dist.rank_block(len(val)), eval_spec(data.image_size), data.mean, data.std,
@@ -236,6 +254,8 @@ def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype
         y = y.to(device, non_blocking=True)
         with _autocast(device, dtype):
             logits = arms(x)
+        if columns is not None:
+            logits = {name: z[:, columns] for name, z in logits.items()}
         counts += torch.stack([topk_correct(z.float(), y) for z in logits.values()])
     counts = dist.all_reduce_mean(counts) * dist.get_world()
     arms.train(was)
@@ -248,6 +268,20 @@ def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype
     return out
 
 
+def ood_split(folder: str, classes: tuple[str, ...], data: EvalData) -> tuple[Split, list[int]]:
+    """An out-of-distribution folder (``DIR/<class>/*``) scanned and verified, and the training-class index of each
+    of its classes (matched by folder name, e.g. WordNet ids)."""
+    split, _ = scan_folder(Path(folder).expanduser(), data.skip_corrupt)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in split.classes if c not in index]
+    if unknown:
+        raise DataError(f"--ood-val {folder}: {len(unknown)} class folder(s) that are not training classes: "
+                        f"{', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}; its folders must be named as "
+                        f"the training classes (e.g. WordNet ids such as {classes[0]})")
+    split, _ = verify_images(split, data.cache_dir, data.skip_corrupt, progress=dist.is_main())
+    return split, [index[c] for c in split.classes]
+
+
 def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
@@ -258,6 +292,10 @@ def _print_result(res: dict) -> None:
     for arm, label in (("trained", "trained"), ("random_init", "random init")):
         if arm in res:
             lines.append(format_accuracy(label, res[arm]))
+    for folder, r in res.get("ood", {}).items():
+        lines.append(f"out of distribution: {folder} ({r['images']} images, logits of its {r['classes']} classes):")
+        lines += [format_accuracy(label, r[arm]) for arm, label in (("trained", "trained"), ("random_init", "random init"))
+                  if arm in r]
     print("\n".join(lines))
 
 
@@ -285,16 +323,18 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
 
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(pre, "finetune")
     resume = ckpt.resume_point(out_dir, args.resume)
-    train, val, data_name = load_eval_splits(cfg.data.path, cfg.data.cache_dir, cfg.data.skip_corrupt)
+    train, val, data_name = load_eval_splits(cfg.data)
     if val is None:
         raise DataError(f"{data_name}: fine-tuning needs a val split (DATA/train/<class>/... and DATA/val/<class>/...)")
+    num_classes = len(train.classes)
+    train, labels = labelled_split(train, cfg.data)
+    ood = {folder: ood_split(folder, train.classes, cfg.data) for folder in cfg.data.ood_val}  # checked before training
     spe = steps_per_epoch(len(train), gb)
     if spe < 1:
         raise ConfigError(f"data.batch_size = {gb} is larger than the training set ({len(train)} images)")
     total = cfg.run.max_steps or cfg.run.epochs * spe
     warmup = min(int(round(cfg.optim.warmup_epochs * spe)), max(total - 1, 0))
     lr = cfg.optim.lr * gb / 512
-    num_classes = len(train.classes)
 
     torch.manual_seed(cfg.run.seed)
     states = {"trained": pre.trained.state_dict()}
@@ -318,6 +358,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     step = 0
     if resume is not None:
         state = ckpt.load(resume)
+        check_resume_data(resume, state["config"], cfg.data)
         if state["pretrained"] != str(pre.export_path.resolve()):
             raise ConfigError(f"cannot resume {resume}: it fine-tunes {state['pretrained']}, not {pre.export_path.resolve()}")
         if sorted(state["model"]) != sorted(arms.state_dict()):
@@ -333,10 +374,11 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         resolved = {"resolved": {"steps_per_epoch": spe, "total_steps": total, "warmup_steps": warmup, "lr": lr,
                                  "pretrained": str(pre.export_path), "random_init": pre.random_init_how,
-                                 "world": world, "device": str(device)}}
+                                 "world": world, "device": str(device), "labels": labels,
+                                 "ood_val": {k: len(s) for k, (s, _) in ood.items()}}}
         (out_dir / "config.yaml").write_text(dump_yaml(cfg) + "\n" + json.dumps(resolved) + "\n")
         print(f"[finetune] {pre.description}: {data_name} ({len(train)} train, {len(val)} val images, {num_classes} "
-              f"classes), {total} steps x batch {gb} ({total / spe:.2f} epochs), lr {lr:.3g}, arms "
+              f"classes{labels_note(labels)}), {total} steps x batch {gb} ({total / spe:.2f} epochs), lr {lr:.3g}, arms "
               f"{', '.join(states)}, device {device}, world {world} -> {out_dir}", file=sys.stderr)
 
     transform = fix_posterize(create_transform(cfg.data.image_size, is_training=True, auto_augment=a.rand_augment or None,
@@ -406,7 +448,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
                 break
     bar.close()
     result = {"pretrained": str(pre.export_path), "random_init_how": pre.random_init_how, "data": data_name,
-              "train_images": len(train), "val_images": len(val), "steps": step, "total_steps": total,
+              "train_images": len(train), "val_images": len(val), "labels": labels, "steps": step, "total_steps": total,
               "steps_per_epoch": spe, "batch_size": gb, "lr": lr, "seconds": round(time.time() - t0, 1),
               "out_dir": str(out_dir)}
     if step < total:
@@ -417,6 +459,10 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
         return {**result, "stopped_early": True}
     val_acc = evaluate(arms, val, cfg.data, device, dtype)
     result.update(val_acc)
+    if ood:
+        result["ood"] = {folder: {"images": len(split), "classes": len(columns),
+                                  **evaluate(arms, split, cfg.data, device, dtype, columns)}
+                         for folder, (split, columns) in ood.items()}
     if dist.is_main():
         with open(metrics, "a") as f:
             f.write(json.dumps({"step": step, "final": True, "val": val_acc}) + "\n")

@@ -183,7 +183,7 @@ def run(argv: list[str] | None = None) -> dict:
         return {}  # under torchrun: rank 0 alone evaluates (no process group, so nobody waits on a long report)
     device = start_process(cfg.run.device, cfg.run.threads, distributed=False)
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(pre, "knn")
-    train, val, data_name = load_eval_splits(cfg.data.path, cfg.data.cache_dir, cfg.data.skip_corrupt)
+    train, val, data_name = load_eval_splits(cfg.data)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_yaml(cfg) + "\n" + json.dumps(
         {"resolved": {"pretrained": str(pre.export_path), "random_init": pre.random_init_how,

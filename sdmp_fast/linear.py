@@ -44,9 +44,10 @@ from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
-                                   parse_command_line, need, to_dict, validate_data, validate_run)
-from sdmp_fast.pretrained import Pretrained, default_out_dir, is_vit, load_eval_splits, load_pretrained
+from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
+                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
+from sdmp_fast.pretrained import (Pretrained, default_out_dir, is_vit, labelled_split, labels_note, load_eval_splits,
+                                  load_pretrained)
 from sdmp_fast.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads, feature_dim,
                              format_accuracy, probe_features, probe_step, set_lr)
 from sdmp_fast.views import eval_spec
@@ -60,7 +61,7 @@ ARMS = ("trained", "random_init")
 
 
 @dataclass(frozen=True)
-class LinearData(EvalData):
+class LinearData(LabelledData):
     crop_scale: tuple[float, float] = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop area fraction range of the training views (both protocols: torchvision's default)"})
 
 
@@ -92,7 +93,8 @@ class LinearConfig:
     run: LinearRun = LinearRun()
 
 
-ALIASES = {"--protocol": "probe.protocol", "--data": "data.path", "--loader": "data.loader", "--out": "run.out_dir"}
+ALIASES = {"--protocol": "probe.protocol", "--data": "data.path", "--loader": "data.loader", "--out": "run.out_dir",
+           "--label-fraction": "data.label_fraction", "--label-subset": "data.label_subset"}
 
 
 def validate(cfg: LinearConfig) -> None:
@@ -184,7 +186,7 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 def _print_result(res: dict) -> None:
     print(f"linear probe [{res['mode']}], {res['protocol']} protocol ({res['features']}, {res['feature_dim']}-d), "
           f"{res['epochs']} epochs, batch {res['batch_size']}, lr {res['lr']:g}; {res['train_images']} train / "
-          f"{res['val_images']} val images:\n{format_accuracy('trained', res['trained'])}\n"
+          f"{res['val_images']} val images{labels_note(res.get('labels'))}:\n{format_accuracy('trained', res['trained'])}\n"
           f"{format_accuracy('random init', res['random_init'])}")
 
 
@@ -214,9 +216,10 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     out_dir = Path(cfg.run.out_dir) if cfg.run.out_dir else default_out_dir(
         pre, f"linear/{protocol}{'_cached' if cached else ''}")
     resume = ckpt.resume_point(out_dir, args.resume)
-    train, val, data_name = load_eval_splits(cfg.data.path, cfg.data.cache_dir, cfg.data.skip_corrupt)
+    train, val, data_name = load_eval_splits(cfg.data)
     if val is None:
         raise DataError(f"{data_name}: linear evaluation needs a val split (DATA/train/<class>/... and DATA/val/<class>/...)")
+    train, labels = labelled_split(train, cfg.data)
     if len(train) < cfg.data.batch_size:
         raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is larger than the training set ({len(train)} images)")
     num_classes = len(train.classes)
@@ -240,6 +243,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
             if state["config"]["probe"][key] != getattr(cfg.probe, key):
                 raise ConfigError(f"cannot resume {resume}: it has probe.{key} = {state['config']['probe'][key]!r}, "
                                   f"this run {getattr(cfg.probe, key)!r}")
+        check_resume_data(resume, state["config"], cfg.data)
         if state["pretrained"] != str(pre.export_path.resolve()):
             raise ConfigError(f"cannot resume {resume}: it evaluates {state['pretrained']}, not {pre.export_path.resolve()}")
         heads.load_state_dict(state["heads"])
@@ -251,10 +255,12 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     if dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         resolved = {"resolved": {"mode": mode, "epochs": epochs, "lr": lr, "pretrained": str(pre.export_path),
-                                 "random_init": pre.random_init_how, "world": world, "device": str(device)}}
+                                 "random_init": pre.random_init_how, "world": world, "device": str(device),
+                                 "labels": labels}}
         (out_dir / "config.yaml").write_text(dump_yaml(cfg) + "\n" + json.dumps(resolved) + "\n")
         print(f"[linear] {pre.description}: {protocol} protocol, {mode}; {data_name} ({len(train)} train, {len(val)} val "
-              f"images, {num_classes} classes), {epochs} epochs x batch {cfg.data.batch_size}, lr {lr:g}, "
+              f"images, {num_classes} classes{labels_note(labels)}), {epochs} epochs x batch {cfg.data.batch_size}, "
+              f"lr {lr:g}, "
               f"device {device}, world {world} -> {out_dir}", file=sys.stderr)
 
     t0 = time.time()
@@ -325,7 +331,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     acc = evaluate()
     result = {"mode": mode, "protocol": protocol, "features": FEATURES[protocol] if is_vit(pre.trained) else "pooled features",
               "feature_dim": dims["trained"], "pretrained": str(pre.export_path), "random_init_how": pre.random_init_how,
-              "data": data_name, "train_images": len(train), "val_images": len(val), "epochs": epochs,
+              "data": data_name, "train_images": len(train), "val_images": len(val), "labels": labels, "epochs": epochs,
               "batch_size": cfg.data.batch_size, "lr": lr, "base_lr": base_lr,
               "trained": acc["trained"], "random_init": acc["random_init"],
               "seconds": round(time.time() - t0, 1), "feature_seconds": round(feature_seconds, 1),

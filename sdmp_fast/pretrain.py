@@ -23,7 +23,7 @@ import torch
 import loaders  # noqa: F401  (registers the loaders)
 from sdmp_fast import dist
 from sdmp_fast.config import ALIASES, Config, ConfigError, dump_yaml, load_config, resolve, to_dict
-from sdmp_fast.datasets import DataError, Split, find_data, scan_folder, verify_images
+from sdmp_fast.datasets import DataError, Split, load_splits as load_data_splits
 from sdmp_fast.engine import checkpoint as ckpt
 from sdmp_fast.engine.trainer import NonFiniteLoss, Trainer
 from sdmp_fast.export import export_backbone
@@ -112,21 +112,9 @@ def default_out_dir(cfg: Config) -> Path:
 
 
 def load_splits(cfg: Config) -> tuple[Split, Split | None, str]:
-    """Scan (and once, verify) the training and validation splits; rank 0 materialises data first."""
-    root = dist.main_first(lambda: find_data(cfg.data.path, cfg.data.cache_dir))
-    splits = []
-    for part in (root.train, root.val):
-        if part is None:
-            splits.append(None)
-            continue
-        split, skipped = scan_folder(part, cfg.data.skip_corrupt)
-        split, failed = dist.main_first(lambda s=split: verify_images(s, cfg.data.cache_dir, cfg.data.skip_corrupt,
-                                                                      progress=dist.is_main()))
-        if (skipped or failed) and dist.is_main():
-            print(f"[data] {part}: skipped {len(skipped)} non-image file(s) and {len(failed)} unreadable image(s) "
-                  "(data.skip_corrupt=true)", file=sys.stderr)
-        splits.append(split)
-    return splits[0], splits[1], root.name
+    """The run's training and validation splits (``datasets.load_splits``: materialised by rank 0 first,
+    restricted to ``data.class_subset``, verified once)."""
+    return load_data_splits(cfg.data, progress=dist.is_main())
 
 
 def run_knn(cfg: Config, trained: torch.nn.Module, random_init: torch.nn.Module, train: Split, val: Split | None,

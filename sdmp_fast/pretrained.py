@@ -20,7 +20,7 @@ import timm
 import torch
 from torch import nn
 
-from sdmp_fast.config import Config, ConfigError, DataConfig
+from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import Split
 from sdmp_fast.export import backbone_from_export, load_export
 
@@ -106,8 +106,32 @@ def default_out_dir(p: Pretrained, name: str) -> Path:
     return p.run_dir / f"{p.export_path.stem}_{name}"
 
 
-def load_eval_splits(path: str, cache_dir: str, skip_corrupt: bool) -> tuple[Split, Split | None, str]:
-    """Scan and verify the folder's splits exactly as pretraining does (``pretrain.load_splits``)."""
-    from sdmp_fast.pretrain import load_splits
-    return load_splits(Config(data=DataConfig(path=path, cache_dir=cache_dir, skip_corrupt=skip_corrupt)))
+def load_eval_splits(data) -> tuple[Split, Split | None, str]:
+    """The splits of an evaluation data config (``path``, ``cache_dir``, ``skip_corrupt``, ``class_subset``), found,
+    scanned, restricted and verified as for pretraining (``datasets.load_splits``)."""
+    from sdmp_fast.datasets import load_splits
+    return load_splits(data)
+
+
+def labelled_split(train: Split, data) -> tuple[Split, dict | None]:
+    """The labelled training images of a ``LabelledData`` config (``data.label_fraction`` or ``data.label_subset``)
+    and their record for the results (None when every label is used)."""
+    from sdmp_fast.datasets import label_fraction, label_record, label_subset
+    if getattr(data, "label_subset", ""):
+        kept = label_subset(train, data.label_subset)
+        return kept, label_record(kept, train, {"subset_file": data.label_subset})
+    fraction = getattr(data, "label_fraction", 1.0)
+    if fraction >= 1:
+        return train, None
+    kept = label_fraction(train, fraction, data.label_seed)
+    return kept, label_record(kept, train, {"fraction": fraction, "seed": data.label_seed})
+
+
+def labels_note(labels: dict | None) -> str:
+    """The printed note on the labelled images of a semi-supervised run; empty when every label is used."""
+    if labels is None:
+        return ""
+    how = (f"{100 * labels['fraction']:g} % (data.label_seed {labels['seed']})" if "fraction" in labels
+           else f"the images of {labels['subset_file']}")
+    return f"; labels: {how}, {labels['images']} of {labels['of']} images, {labels['per_class_min']}+ per class"
 

@@ -2,8 +2,8 @@
 
 * ``gpu`` tests skip without CUDA; ``dali``/``ffcv`` tests skip without the package unless
   ``SDMP_REQUIRE`` names it (``make test`` sets SDMP_REQUIRE=dali,ffcv), so a broken install fails.
-* Every test gets its own SDMP_CACHE (nothing is written to ~/.cache); the Fashion-MNIST JPEG folder
-  and the small generated image folder are built once per session.
+* Every test gets its own SDMP_CACHE (nothing is written to ~/.cache); the Fashion-MNIST JPEG folder,
+  the small generated image folder and the tiny CIFAR folders are built once per session.
 """
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def image_folder(tmp_path_factory) -> Path:
     write_image_folder(root / "train", per_class=12)
     write_image_folder(root / "val", per_class=4, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def cifar_dirs(tmp_path_factory) -> dict:
+    """Tiny CIFAR folders in the real pickle format (``images.write_cifar``: 20 train and 10 test images each):
+    {"cifar10": (ROOT/cifar-10-batches-py, written arrays), "cifar100": (ROOT/cifar-100-python, written arrays)}."""
+    from images import write_cifar
+    root = tmp_path_factory.mktemp("cifar")
+    return {"cifar10": (root / "cifar-10-batches-py", write_cifar(root / "cifar-10-batches-py", "cifar10")),
+            "cifar100": (root / "cifar-100-python", write_cifar(root / "cifar-100-python", "cifar100"))}
 
 
 @pytest.fixture(scope="session")

@@ -20,3 +20,51 @@ def canvas_of(images: list[torch.Tensor], seed: int = 99):
     for b, x in enumerate(images):
         canvas[b, :, :hs[b], :ws[b]] = x
     return canvas, torch.tensor(list(zip(hs, ws)), dtype=torch.int64)
+
+
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar(folder, kind: str = "cifar10", train: int = 20, test: int = 10, names=None, seed: int = 0):
+    """A tiny CIFAR folder in the real python format (pickled dicts with bytes keys, uint8 [N, 3072] RGB planes).
+
+    ``kind`` cifar10: ``data_batch_1..5`` (``train`` images spread over them), ``test_batch``, ``batches.meta``;
+    cifar100: ``train``, ``test``, ``meta`` (fine and coarse labels). ``names`` default to CIFAR-10's ten
+    classes, or five for cifar100 (a real meta file lists 100; fewer keep every class populated here).
+    Labels cycle over the classes. Returns {split: (data [N, 3072], labels [N])} as written.
+    """
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = tuple(names or (CIFAR10_NAMES if kind == "cifar10" else ("apple", "aquarium_fish", "baby", "bear", "beaver")))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", train), ("test", test)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(i % len(names)) for i in range(n)]
+        out[split] = (data, np.array(labels))
+
+    def dump(name, d):
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+
+    if kind == "cifar10":
+        data, labels = out["train"]
+        for b, idx in enumerate(np.array_split(np.arange(train), 5), 1):
+            dump(f"data_batch_{b}", {b"batch_label": f"training batch {b} of 5".encode(), b"labels": [int(labels[i]) for i in idx],
+                                     b"data": data[idx], b"filenames": [f"img_{i}.png".encode() for i in idx]})
+        dump("test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": out["test"][1].tolist(),
+                            b"data": out["test"][0], b"filenames": [f"t_{i}.png".encode() for i in range(test)]})
+        dump("batches.meta", {b"num_cases_per_batch": max(1, train // 5), b"label_names": [n.encode() for n in names],
+                              b"num_vis": 3072})
+    else:
+        for split in ("train", "test"):
+            data, labels = out[split]
+            dump(split, {b"filenames": [f"{split}_{i}.png".encode() for i in range(len(data))],
+                         b"batch_label": split.encode(), b"fine_labels": labels.tolist(),
+                         b"coarse_labels": [0] * len(data), b"data": data})
+        dump("meta", {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"all"]})
+    return out

@@ -128,3 +128,146 @@ def test_verify_lists_corrupt_images_or_skips_them(tmp_path):
     split, _ = scan_folder(root, skip_corrupt=True)
     _, failed = verify_images(split, str(tmp_path / "c2"), skip_corrupt=True, progress=False)
     assert len(failed) == 2
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+def test_cifar_folders_materialise_losslessly_in_label_order(cifar_dirs, tmp_path):
+    from PIL import Image
+    for name, (folder, written) in cifar_dirs.items():
+        root = find_data(str(folder), str(tmp_path / "c"))
+        assert root.name == name and root.train.parent.name.startswith(f"{name}_png_v1_")
+        train, val = scan_folder(root.train)[0], scan_folder(root.val)[0]
+        assert (len(train), len(val)) == (20, 10)
+        assert train.classes[3] == ("03_cat" if name == "cifar10" else "03_bear") and train.classes == val.classes
+        for split, part in ((train, "train"), (val, "test")):
+            data, labels = written[part]
+            for path, label in split.samples:
+                k = int(Path(path).stem)  # file k holds image k of the batches, in order
+                assert label == labels[k]
+                img = np.asarray(Image.open(path))
+                assert img.shape == (32, 32, 3) and np.array_equal(img.transpose(2, 0, 1).reshape(-1), data[k])
+    with pytest.raises(DataError, match="holds both cifar-10-batches-py and cifar-100-python"):
+        find_data(str(cifar_dirs["cifar10"][0].parent), str(tmp_path / "c"))
+
+
+def test_cifar_materialisation_is_atomic_and_keyed_by_content(tmp_path, monkeypatch):
+    import shutil
+    from images import write_cifar
+    folder = tmp_path / "a" / "cifar-10-batches-py"
+    write_cifar(folder)
+    cache = tmp_path / "cache"
+    real = D._write_pngs
+
+    def boom(args):
+        raise KeyboardInterrupt("interrupted")
+
+    monkeypatch.setattr(D, "_write_pngs", boom)
+    with pytest.raises(KeyboardInterrupt):
+        D.cifar_folder(folder, str(cache), progress=False)
+    assert not any(cache.iterdir())  # neither a folder that looks valid nor the temporary one
+    monkeypatch.setattr(D, "_write_pngs", real)
+    root, layout = D.cifar_folder(folder, str(cache), progress=False)
+    assert layout.name == "cifar10" and (root / ".complete").is_file()
+    t0 = os.stat(root / ".complete").st_mtime_ns
+    assert D.cifar_folder(folder, str(cache), progress=False)[0] == root  # reused, nothing rewritten
+    assert os.stat(root / ".complete").st_mtime_ns == t0
+    copy = shutil.copytree(folder, tmp_path / "b" / "cifar-10-batches-py")
+    assert D.cifar_folder(copy, str(cache), progress=False)[0] == root  # same content, same folder
+    write_cifar(tmp_path / "c" / "cifar-10-batches-py", seed=1)
+    assert D.cifar_folder(tmp_path / "c" / "cifar-10-batches-py", str(cache), progress=False)[0] != root
+
+
+def test_bad_cifar_files_are_clear_errors(tmp_path):
+    import pickle
+    from images import write_cifar
+    folder, cache = tmp_path / "cifar-10-batches-py", str(tmp_path / "cache")
+
+    def fails(match):
+        with pytest.raises(DataError, match=match):
+            find_data(str(folder), cache)
+        write_cifar(folder)  # repaired for the next case
+
+    write_cifar(folder)
+    (folder / "data_batch_3").unlink()
+    fails(r"lacks .*data_batch_3; a CIFAR folder is the extracted python version: cifar-10-batches-py/")
+    (folder / "data_batch_2").write_bytes((folder / "data_batch_2").read_bytes()[:200])
+    fails(r"data_batch_2: not a CIFAR python pickle .*extract the archive again")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Payload(), b"labels": []}, protocol=2))
+    fails(r"data_batch_1: not a CIFAR python pickle \(UnpicklingError: refusing to load posix\.system")
+    assert not (tmp_path / "ran").exists()  # the restricted unpickler ran nothing
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}))
+    fails(r"test_batch: b'data' must be a uint8 array \[N, 3072\]")
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}))
+    fails(r"test_batch: labels must be in 0\.\.9")
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"nothing": 1}))
+    fails(r"batches\.meta: no list of class names under b'label_names'")
+
+
+# ----------------------------------------------------------------------------- split selection
+
+def test_class_subset_keeps_and_renumbers_classes(image_folder, tmp_path):
+    from sdmp_fast.config import DataConfig
+    f = tmp_path / "subset.txt"
+    f.write_text("# two of the three classes\nclass_002\n\nclass_000\n")
+    data = DataConfig(path=str(image_folder), class_subset=str(f))
+    train, val, name = D.load_splits(data, progress=False)
+    assert train.classes == val.classes == ("class_000", "class_002") and name.endswith("(2 classes of subset.txt)")
+    full = scan_folder(image_folder / "train")[0]
+    assert [p for p, _ in train.samples] == [p for p, lab in full.samples if lab in (0, 2)]
+    assert [lab for p, lab in train.samples] == [0 if "class_000" in p else 1 for p, _ in train.samples]
+    assert len(val) == 8 and D.restrict_classes(train, f) == train  # restricting again changes nothing
+    for text, message in (
+            ("class_000\nclass_007\n", r"subset\.txt: 1 class\(es\) that are not class folders of .*'class_007' \(line 2\)"),
+            ("class_000\n\nclass_000\n", r"subset\.txt, line 3: class 'class_000' is listed twice \(first at line 1\)"),
+            ("\n# nothing\n", r"subset\.txt: the class subset is empty"),
+            ("train/class_000\n", r"line 1: 'train/class_000' is not a class folder name")):
+        f.write_text(text)
+        with pytest.raises(DataError, match=message):
+            D.load_splits(data, progress=False)
+    with pytest.raises(DataError, match="no such file"):
+        D.restrict_classes(full, tmp_path / "missing.txt")
+
+
+def test_label_fraction_is_per_class_seeded_and_in_folder_order(image_folder):
+    full = scan_folder(image_folder / "train")[0]  # 3 classes x 12 images
+    a = D.label_fraction(full, 0.25, seed=0)
+    assert np.bincount(a.labels).tolist() == [3, 3, 3] and a.classes == full.classes
+    assert D.label_fraction(full, 0.25, seed=0) == a and D.label_fraction(full, 0.25, seed=1) != a
+    order = {s: i for i, s in enumerate(full.samples)}
+    assert [order[s] for s in a.samples] == sorted(order[s] for s in a.samples)
+    assert np.bincount(D.label_fraction(full, 0.01, seed=0).labels).tolist() == [1, 1, 1]  # at least one per class
+    assert D.label_fraction(full, 1.0) is full
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(DataError, match=r"must be in \(0, 1\]"):
+            D.label_fraction(full, bad)
+
+
+def test_label_subset_file(image_folder, cifar_dirs, tmp_path):
+    full = scan_folder(image_folder / "train")[0]
+    f = tmp_path / "labels.txt"
+    f.write_text("class_000/img_0003.jpg\n# a comment\n./class_002/img_0000.jpg\n")
+    kept = D.label_subset(full, f)
+    assert [(Path(p).parent.name, Path(p).name, lab) for p, lab in kept.samples] == [
+        ("class_000", "img_0003.jpg", 0), ("class_002", "img_0000.jpg", 2)]
+    rec = D.label_record(kept, full, {"subset_file": str(f)})
+    assert rec["images"] == 2 and rec["of"] == 36 and rec["classes_without_labels"] == 1
+    # file names alone (SimCLR's lists) where they are unique: the CIFAR folder's
+    cifar = scan_folder(find_data(str(cifar_dirs["cifar10"][0])).train)[0]
+    f.write_text("00003.png\n00011.png\n")
+    assert sorted(Path(p).name for p, _ in D.label_subset(cifar, f).samples) == ["00003.png", "00011.png"]
+    for text, message in (("img_0003.jpg\n", r"line 1: 'img_0003\.jpg' names 3 images .*class/file"),
+                          ("class_000/nope.jpg\n", r"line 1: 'class_000/nope\.jpg' is not an image of"),
+                          ("nope.jpg\n", r"line 1: no image named 'nope\.jpg'"),
+                          ("class_000/img_0001.jpg\nclass_000/img_0001.jpg\n", r"line 2: .* is listed twice"),
+                          ("# only a comment\n", "the label subset is empty")):
+        f.write_text(text)
+        with pytest.raises(DataError, match=message):
+            D.label_subset(full, f)
+    with pytest.raises(DataError, match="no such file"):
+        D.label_subset(full, tmp_path / "missing.txt")

@@ -76,7 +76,7 @@ def test_two_rank_pretraining_cli_rank0_writes(tmp_path):
     state = torch.load(ckpts[0], weights_only=False)
     assert state["world"] == 2 and len(state["rng_ranks"]) == 2
     a, b = state["rng_ranks"]
-    assert torch.equal(a["shared"], b["shared"]) and not torch.equal(a["local"], b["local"])
+    assert a["shared"] == b["shared"] and not torch.equal(a["local"], b["local"])
     # both ranks continue from rank 0's checkpoint, each with its own stream
     assert launch(_pretrain_worker, world=2, args=(str(out), ["run.max_steps=3", "--resume", "auto"]),
                   timeout=120) == [0, 0]

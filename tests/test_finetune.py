@@ -53,9 +53,13 @@ def test_resume_continues_to_the_end(mocov3_run, tmp_path):
     (["--pretrained", "{run}", "optim.lrr=1"], "unknown key 'optim.lrr'"),
     (["--pretrained", "{run}", "data.batch_size=7"], "even per-rank batch"),
     (["--pretrained", "{run}", "--loader", "nvjpeg"], "supported: torch"),
-], ids=["missing", "unknown_key", "odd_batch", "loader"])
-def test_bad_input_is_a_clear_error(mocov3_run, tmp_path, capsys, argv, message):
-    argv = [str(mocov3_run) if a == "{run}" else a for a in argv]
+    (["--pretrained", "{run}", "--label-fraction", "0"], "data.label_fraction = 0.0: must be in (0, 1]"),
+    (["--pretrained", "{run}", "--label-fraction", "0.5", "--label-subset", "x.txt"], "set one of them"),
+    (["--pretrained", "{run}", "--label-subset", "/no/labels.txt"], "label subset '/no/labels.txt': no such file"),
+    (["--pretrained", "{run}", "--ood-val", "{imgs}"], "2 class folder(s) that are not training classes: train, val"),
+], ids=["missing", "unknown_key", "odd_batch", "loader", "fraction", "both", "subset_file", "ood_classes"])
+def test_bad_input_is_a_clear_error(mocov3_run, image_folder, tmp_path, capsys, argv, message):
+    argv = [{"{run}": str(mocov3_run), "{imgs}": str(image_folder)}.get(a, a) for a in argv]
     assert main([*argv, "--out", str(tmp_path / "x"), "data.num_workers=0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
@@ -88,3 +92,46 @@ def test_shipped_deit_config():
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_epochs, cfg.run.epochs) == (5e-4, 0.05, 5, 100)
     assert (cfg.aug.mixup, cfg.aug.cutmix, cfg.aug.re_prob, cfg.aug.smoothing, cfg.model.drop_path) == (0.8, 1.0, 0.25, 0.1, 0.1)
     assert cfg.aug.rand_augment == "rand-m9-mstd0.5-inc1" and cfg.data.batch_size == 1024
+
+
+def test_label_fraction_and_ood_val(mocov3_run, image_folder, tmp_path):
+    """Table 3's label fraction (recorded in the results) and Table 4's evaluation on a folder of some of the classes."""
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    for c in ("class_001", "class_002"):
+        (ood / c).symlink_to(image_folder / "val" / c)
+    res = run(["--pretrained", str(mocov3_run), "--out", str(tmp_path / "ft"), *TINY, "run.max_steps=1",
+               "run.random_init=false", "--label-fraction", "0.25", "data.label_seed=3", "--ood-val", str(ood)],
+              progress=False)
+    assert res["labels"] == {"fraction": 0.25, "seed": 3, "images": 9, "of": 36, "per_class_min": 3,
+                             "per_class_max": 3, "classes_without_labels": 0}
+    assert res["train_images"] == 9 and res["val_images"] == 12
+    assert res["ood"][str(ood)]["classes"] == 2 and res["ood"][str(ood)]["images"] == 8
+    assert 0 <= res["ood"][str(ood)]["trained"]["top1"] <= 100
+    saved = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert saved["labels"] == res["labels"] and saved["ood"] == res["ood"]
+
+
+def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
+    """Logits that always rank class 0 first, then class 2: on a folder of classes 1 and 2, only the logits of those
+    two count, so every class_002 image is right and every class_001 image wrong (without the restriction: none)."""
+    from sdmp_fast.eval_config import EvalData
+    from sdmp_fast.finetune import Arms, evaluate, ood_split
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[5.0, 0.0, 1.0]]).expand(x.shape[0], 3)
+
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    for c in ("class_001", "class_002"):
+        (ood / c).symlink_to(image_folder / "val" / c)
+    data = EvalData(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_workers=0, batch_size=8)
+    split, columns = ood_split(str(ood), ("class_000", "class_001", "class_002"), data)
+    assert columns == [1, 2]
+    arms = Arms({"trained": Fixed()})
+    assert evaluate(arms, split, data, torch.device("cpu"), torch.float32, columns)["trained"]["top1"] == 50.0
+    from sdmp_fast.datasets import Split
+    as_training = Split(split.root, ("class_000", "class_001", "class_002"),
+                        tuple((p, columns[lab]) for p, lab in split.samples))  # training-class labels, all logits
+    assert evaluate(arms, as_training, data, torch.device("cpu"), torch.float32)["trained"]["top1"] == 0.0

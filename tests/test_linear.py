@@ -129,3 +129,25 @@ def test_shipped_protocol_configs():
         assert (cfg.probe.protocol, cfg.optim.lr, cfg.run.epochs, cfg.data.batch_size) == (protocol, lr, epochs, 1024)
         assert not cfg.probe.cached_features and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 0
 
+
+
+def test_class_subset_and_label_fraction(mocov3_run, tmp_path, capsys):
+    """data.class_subset restricts train and val (labels renumbered); --label-fraction the labelled train images."""
+    subset = tmp_path / "classes.txt"
+    subset.write_text("class_002\nclass_001\n")
+    res = run(["--pretrained", str(mocov3_run), "--cached-features", "--out", str(tmp_path / "lin"), *TINY,
+               "run.epochs=1", f"data.class_subset={subset}", "--label-fraction", "0.5"], progress=False)
+    assert res["train_images"] == 12 and res["val_images"] == 8  # 2 classes: 6 of 12 labelled each, 4 val each
+    assert res["labels"] == {"fraction": 0.5, "seed": 0, "images": 12, "of": 24, "per_class_min": 6,
+                             "per_class_max": 6, "classes_without_labels": 0}
+    assert "2 classes of classes.txt" in res["data"] and "labels: 50 % (data.label_seed 0)" in capsys.readouterr().out
+
+
+def test_class_subset_follows_the_pretraining_data():
+    from sdmp_fast.eval_config import EvalData, fill_data_defaults
+    rec = {"data": {"path": "/d/imagenet", "class_subset": "/d/in100.txt"}}
+    assert fill_data_defaults(EvalData(), rec).class_subset == "/d/in100.txt"
+    assert fill_data_defaults(EvalData(path="/d/imagenet"), rec).class_subset == "/d/in100.txt"
+    assert fill_data_defaults(EvalData(path="/d/other"), rec).class_subset == ""  # other data: every class
+    assert fill_data_defaults(EvalData(class_subset="all"), rec).class_subset == ""
+    assert fill_data_defaults(EvalData(class_subset="/d/x.txt"), rec).class_subset == "/d/x.txt"

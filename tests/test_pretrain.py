@@ -146,3 +146,25 @@ def test_dino_sdmp_resume_is_exact(image_folder, tmp_path):
     assert full["step"] == part["step"] == 6
     for k, v in full["method"].items():
         assert torch.equal(v, part["method"][k]), k
+
+
+def test_cifar_folder_two_step_run(cifar_dirs, tmp_path):
+    """The CIFAR-10 config on a tiny cifar-10-batches-py folder (tiny ViT instead of its ResNet-50), k-NN on its val."""
+    out = tmp_path / "c"
+    assert main(["--config", str(ROOT / "configs" / "cifar10_mocov3_sdmp_r50.yaml"), "--data",
+                 str(cifar_dirs["cifar10"][0]), "--out", str(out), "model.backbone=vit_tiny_p4", "data.batch_size=8",
+                 "data.num_workers=0", "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=2",
+                 "run.log_every=1", "run.checkpoint_minutes=0", "run.knn_bank=16", "run.knn_k=5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["knn"]["queries"] == 10  # the 10 images of test_batch
+    resolved = json.loads((out / "config.yaml").read_text().strip().splitlines()[-1])["resolved"]
+    assert resolved["data"] == "cifar10" and resolved["views"] == [32, 32] and resolved["steps_per_epoch"] == 2
+    assert load_backbone(out / "backbone.pt")(torch.randn(2, 3, 32, 32)).shape[0] == 2
+
+
+def test_class_subset_applies_to_the_training_split(image_folder, tmp_path):
+    subset = tmp_path / "classes.txt"
+    subset.write_text("class_001\n")
+    run(_args(image_folder, tmp_path / "r", f"data.class_subset={subset}", "run.max_steps=1"), progress=False)
+    resolved = json.loads((tmp_path / "r" / "config.yaml").read_text().strip().splitlines()[-1])["resolved"]
+    assert resolved["steps_per_epoch"] == 12 // 8  # one class of 12 images, batch 8 (36 // 8 = 4 without the subset)

@@ -52,5 +52,38 @@ def test_imagenet_preset_prints_commands_and_runs_nothing(capsys, tmp_path):
     assert len(rec["rows"]) == 8 and all(r["estimate"] for r in rec["rows"])
     with pytest.raises(SystemExit, match="Nothing was run"):
         accuracy.main(["--preset", "imagenet", "--data", str(tmp_path / "imagenet"), "--execute"])
-    with pytest.raises(SystemExit, match="cifar is not built"):
+
+
+def test_cifar_preset_table_from_real_tiny_runs(cifar_dirs, tmp_path):
+    """Table 5 on the tiny CIFAR-10 and CIFAR-100 folders: 2 pretraining steps (tiny ViT), fast linear evaluation."""
+    stem = tmp_path / "t5"
+    common = ["--preset", "cifar", "--data-cifar10", str(cifar_dirs["cifar10"][0]), "--data-cifar100",
+              str(cifar_dirs["cifar100"][0]), "--seeds", "0", "--runs-root", str(tmp_path / "runs"),
+              "--pretrain-steps", "2", "--linear-fast", "--linear-epochs", "2",
+              "--eval-overrides", "data.num_workers=0", "data.batch_size=8"]
+    rec = accuracy.main([*common, "--results", str(stem), "--pretrain-overrides", *TINY, "model.backbone=vit_tiny_p4"])
+    rows = rec["rows"]
+    assert [(r["data"], r["arm"]) for r in rows] == [("cifar10", "mocov3"), ("cifar10", "mocov3+sdmp"),
+                                                     ("cifar100", "mocov3"), ("cifar100", "mocov3+sdmp")]
+    for r in rows:
+        assert r["pretrain_steps"] == 2 and r["linear_images"] == [20, 10] and 0 <= r["linear_trained"] <= 100
+        assert Path(r["run"]).name == f"{r['data']}-{'mocov3_sdmp' if 'sdmp' in r['arm'] else 'mocov3'}-r50-steps2-s0"
+    md = stem.with_suffix(".md").read_text()
+    assert "| MoCo v3 | R50 | 200 | 86.5 (paper) |" in md and "| + SDMP | R50 | 200 | 89.5 (paper) |" in md
+    assert "68.2 (paper)" in md and "not run (i-mix is not implemented)" in md and "paired by seed" in md
+    assert "REDUCED budget: pretraining 2 steps instead of 200 epochs" in md and "NOT the paper's setting" in md
+    diff = rows[0]["linear_trained"] - 86.5
+    assert f"| {rows[0]['linear_trained']:.2f} | {diff:+.2f} |" in md  # ours, ours - paper
+    assert json.loads(stem.with_suffix(".json").read_text())["rows"] == json.loads(json.dumps(rows))
+    # --collect evaluates the finished runs only (results read back), one data set is enough
+    again = accuracy.main([*common[:4], *common[6:], "--collect", "--results", str(tmp_path / "t5b")])
+    assert [r["run"] for r in again["rows"]] == [r["run"] for r in rows[:2]]
+    assert "n/a (no --data-cifar100)" in (tmp_path / "t5b.md").read_text()
+
+
+def test_cifar_preset_without_data_names_the_layout(tmp_path):
+    with pytest.raises(SystemExit, match=r"needs --data-cifar10 DIR and/or --data-cifar100 DIR; .*cifar-10-batches-py/ "
+                                         r"\(data_batch_1 \.\.\. data_batch_5, test_batch, batches\.meta\)"):
         accuracy.main(["--preset", "cifar"])
+    with pytest.raises(SystemExit, match=r"--data-cifar100 .*: not a CIFAR-100 folder"):
+        accuracy.main(["--preset", "cifar", "--data-cifar100", str(tmp_path)])

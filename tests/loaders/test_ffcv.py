@@ -187,6 +187,8 @@ def test_gpu_hand_off(ffcv_interpreted, betons):
     assert all(v.device.type == "cuda" for v in b.views) and b.index.device.type == "cuda"
 
 
+# ffcv's loading thread dies on the damaged image (that is the point): its exception is expected
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_damaged_jpeg_stops_the_loader_with_a_clear_error(ffcv_interpreted, betons, tmp_path):
     """ffcv ignores libjpeg-turbo's status and its iterator hangs when its thread dies: neither happens here."""
     from loaders.beton import Beton

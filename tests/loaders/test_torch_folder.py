@@ -140,3 +140,18 @@ def test_multi_crop_batches_and_scale_ranges(split):
                           (rrc_params(H, W, spec.scale, spec.ratio, g) for _ in range(500))])
         assert areas.min() >= lo - 0.01 and areas.max() <= hi + 0.01
         assert areas.max() - areas.min() > 0.6 * (hi - lo)  # the whole range is used
+
+
+def test_class_subset_applies_to_a_handed_in_split_and_a_beton_refuses_it(split, tmp_path):
+    from sdmp_fast.config import ConfigError, load_config
+    from sdmp_fast.registry import LOADERS
+    subset = tmp_path / "classes.txt"
+    subset.write_text("class_002\nclass_000\n")
+    cfg = load_config(overrides={"data.class_subset": str(subset), "data.batch_size": 8, "data.num_workers": 0})
+    loader = LOADERS.build("torch", cfg, _recipe(), split=split)  # scanned without the subset, as pretrain hands it
+    assert loader.num_samples == 24 and loader.split.classes == ("class_000", "class_002")
+    assert sorted(set(loader.split.labels.tolist())) == [0, 1]
+    beton = load_config(overrides={"data.loader": "nvjpeg", "data.beton": str(tmp_path / "x.beton"),
+                                   "data.class_subset": str(subset)})
+    with pytest.raises(ConfigError, match=r"cannot be applied to the \.beton .*--class-subset FILE"):
+        LOADERS.build("nvjpeg", beton, _recipe(), split=split)

@@ -10,7 +10,7 @@ from sdmp_fast.registry import BACKBONES
 
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_every_backbone_builds_and_runs(name):
-    small = name.startswith("vit_tiny_p4")
+    small = name.startswith("vit_tiny_p4") or name.endswith("_cifar")  # CIFAR ResNets: 32 px, as they are used
     model = BACKBONES.build(name, img_size=32 if small else 64)
     x = torch.randn(2, 3, 32 if small else 64, 32 if small else 64).contiguous(memory_format=torch.channels_last)
     y = model(x)
@@ -102,3 +102,29 @@ def test_dino_head_weight_norm_round_trips():
     assert torch.equal(twin(x), head(x))
     free = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8, norm_last_layer=False)
     assert free.last_layer.parametrizations.weight.original0.requires_grad
+
+
+@pytest.mark.parametrize("name, blocks", [("resnet50_cifar", [3, 4, 6, 3]), ("resnet101_cifar", [3, 4, 23, 3])])
+def test_cifar_resnets_have_the_cifar_stem(name, blocks, tmp_path):
+    torch.manual_seed(0)
+    m = BACKBONES.build(name, img_size=32).eval()
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and m.conv1.padding == (1, 1)
+    assert isinstance(m.maxpool, torch.nn.Identity)
+    assert [len(getattr(m, f"layer{i}")) for i in range(1, 5)] == blocks and m.num_features == 2048
+    if name != "resnet50_cifar":
+        return
+    # otherwise the ImageNet ResNet-50: the same parameters apart from the 3x3 stem kernel
+    ref = BACKBONES.build("resnet50").state_dict()
+    assert {k: v.shape for k, v in m.state_dict().items() if k != "conv1.weight"} == \
+        {k: v.shape for k, v in ref.items() if k != "conv1.weight"}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert m.forward_features(x).shape == (2, 2048, 4, 4)  # stride 8 in all: 32 px -> 4 x 4 maps
+        y = m(x)
+    assert y.shape == (2, 2048)
+    # the export rebuilds with timm alone (sdmp_fast.models registers the name with timm)
+    d = torch.load(export_backbone(m, tmp_path / "r.pt"), weights_only=False)
+    again = timm.create_model(d["model_name"], **d["model_kwargs"]).eval()
+    again.load_state_dict(d["state_dict"])
+    with torch.no_grad():
+        assert d["model_name"] == "resnet50_cifar" and torch.allclose(again(x), y, atol=1e-5)
