@@ -19,7 +19,7 @@
 * ``step``: on synthetic views (compute only):
   - ``step``: training-step time of each method with and without SDMP, and the ratio SDMP / plain. SDMP
     adds one momentum-encoder forward for MoCo v3 and one teacher forward on B global images for DINO;
-  - ``step_modes``: MoCo v3 + SDMP and DINO + SDMP in the modes eager / compile (``run.compile``) / graph
+  - ``step_modes``: MoCo v3 + SDMP and DINO + SDMP in the modes eager / unfused (``run.fused=false``) / compile (``run.compile``) / graph
     (``run.cuda_graph``; CUDA only) over ``--step-batches`` (CUDA: ViT-S/16 at 224 px, batches 32-256), with
     each mode's speedup over eager, the FLOPs of one step (``torch.utils.flop_counter.FlopCounterMode``)
     and the MFU against ``peak``: the measured dense matmul rate of the device (bf16 8192^3 on CUDA, fp32 on
@@ -434,7 +434,8 @@ def bench_step(device: torch.device, method: str, backbone: str, size: int, batc
 
 # Each mode of the training step is a set of RunConfig overrides. A build whose RunConfig lacks the switch
 # raises ConfigError("... unknown key ..."): that row then reads "not available in this build".
-MODES = {"eager": {}, "compile": {"run.compile": True}, "graph": {"run.cuda_graph": True}}
+# "unfused": the eager step with one encoder forward per view (run.fused=false), to show what fusing gains
+MODES = {"eager": {}, "unfused": {"run.fused": False}, "compile": {"run.compile": True}, "graph": {"run.cuda_graph": True}}
 NOT_AVAILABLE = "not available in this build"
 SDMP_STEP_TARGET = 0.9      # MoCo v3 + SDMP step rate >= 0.9 x (single-view forward+backward rate) / 3
 GRAPH_TARGET = 1.2          # graph / eager at small batches
@@ -895,7 +896,7 @@ def write_report(out: dict, path: str | Path) -> Path:
     if "peak" in res:
         lines += ["", "## Peak (the MFU denominator)", ""] + md_table(res["peak"])
     if "step_modes" in res:
-        lines += ["", "## Training step: eager / compile / graph", "",
+        lines += ["", "## Training step: eager / unfused / compile / graph", "",
                   "Synthetic views (compute only). `speedup_vs_eager` = eager step time / this mode's step time; "
                   "`mfu` = FLOPs per step (counted on the eager step) / step time / the peak named in `peak`.", ""]
         lines += md_table(res["step_modes"], ["method", "backbone", "size", "mode", "batch", "status", "step_ms",

@@ -4,7 +4,8 @@ Baseline (DINO): student = backbone + DINO head, trained by AdamW; teacher = a c
 by EMA **after** the optimizer step (``ema_before_forward = False``; ``method.momentum`` on a
 half-cosine to ``method.momentum_final``, DINO: 0.996 -> 1). Multi-crop views arrive in Batch order:
 2 global views, then L local views. The student runs one forward per resolution (the two globals
-concatenated; all locals concatenated), the teacher one forward over the stacked globals. The teacher
+concatenated; all locals concatenated), the teacher one forward over the stacked globals (``run.fused``;
+``run.fused=false``: one forward per view, for comparison). The teacher
 probabilities ``softmax((h_t - C) / tau_t)`` are computed once per step and reused by every term; the
 loss is ``losses.dino.dino_loss`` over all (teacher global, student view) pairs except same-view pairs.
 The centre C is a buffer of the method (checkpointed with it) and moves once per step, after the loss
@@ -258,6 +259,11 @@ class DINO(Method):
 
     # ------------------------------------------------------------------ step
 
+    def _forward(self, net: nn.Module, xs: list[torch.Tensor]) -> torch.Tensor:
+        """``net`` on the concatenated views ([V*B, K]): one forward (``run.fused``, DINO's own way: BatchNorm,
+        where a backbone has it, over all views together) or one forward per view (``run.fused=false``)."""
+        return net(torch.cat(xs)) if self.fused else torch.cat([net(x) for x in xs])
+
     def forward(self, views: list[torch.Tensor], rng: StepRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         B = views[0].shape[0]
         if len(views) != NUM_GLOBALS + self.num_locals:
@@ -273,10 +279,10 @@ class DINO(Method):
             n_clean_locals = len(mv["clean_locals"])
 
         with torch.no_grad():
-            t_out = self.teacher(torch.cat(teacher_in))                                   # [(2|3)B, K]
-        s_out = [self.student(torch.cat(student_globals))]                                 # one forward per resolution
+            t_out = self._forward(self.teacher, teacher_in)                               # [(2|3)B, K]
+        s_out = [self._forward(self.student, student_globals)]                            # one forward per resolution
         if locals_in:
-            s_out.append(self.student(torch.cat(locals_in)))
+            s_out.append(self._forward(self.student, locals_in))
         K = t_out.shape[-1]
         probs = teacher_probs(t_out, self.center, self.teacher_temp_t).view(-1, B, K)       # computed once, reused
         logp = student_log_probs(torch.cat(s_out), self.student_temp).view(-1, B, K)      # [2 + L, B, K]

@@ -67,7 +67,7 @@ def test_json_and_report(quick_run):
     assert saved["results"]["e2e"] == json.loads(json.dumps(out["results"]["e2e"]))
     md = (tmp / "t.md").read_text()
     for heading in ("## Machine and versions", "## Targets", "## Peak (the MFU denominator)",
-                    "## Training step: eager / compile / graph", "## Single-view forward+backward",
+                    "## Training step: eager / unfused / compile / graph", "## Single-view forward+backward",
                     "## End-to-end training", "## step", "## Failures"):
         assert heading in md, heading
     assert out["results"]["peak"][0]["name"] in md and "FlopCounterMode" in md

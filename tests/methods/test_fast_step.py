@@ -117,3 +117,18 @@ def test_device_draws_vary_between_steps_and_agree_with_the_host_path(overrides)
         assert bool(((eff >= 0) & (eff <= 1)).all())
     loss, logs = method(views, rng)
     assert torch.isfinite(loss) and "lam_eff" in logs
+
+
+def test_dino_fused_equals_one_forward_per_view():
+    """DINO's ViT and head have no BatchNorm: one forward per view gives the same loss and gradients."""
+    out = {}
+    for fused in (True, False):
+        trainer, ld = _trainer(DINO + ["sdmp.enabled=true", f"run.fused={str(fused).lower()}"])
+        views = next(iter(ld)).views
+        loss, _ = trainer.method(views, StepRandom.create(0, 0, CPU))
+        loss.backward()
+        out[fused] = (loss.detach(), [p.grad.clone() for p in trainer.method.student.parameters() if p.grad is not None])
+    _close(out[True][0], out[False][0], "loss", rel=1e-6)
+    scale = max(float(g.abs().max()) for g in out[False][1])
+    for a, b in zip(out[True][1], out[False][1]):
+        assert float((a - b).abs().max()) <= 1e-5 * scale
