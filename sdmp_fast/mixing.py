@@ -71,13 +71,14 @@ class MixParams:
     """Everything random about one batch mix; ``apply_mix`` is a pure function of (x, params).
 
     Args:
-        op: "mixup", "cutmix" or "resizemix".
+        op: "mixup", "cutmix" or "resizemix"; or, from ``sample_selected_mix_params``, the op's code in
+            ``OPS`` as a 0-dim int64 device tensor.
         lam: [B] float32, the requested own-fraction (clamped to [0, 1]).
         top, left, height, width: [B] int64, the box of each sample (zeros for mixup).
         lam_eff: [B] float32, the fraction of mixed[i]'s pixels that come from x[i].
     """
 
-    op: str
+    op: str | Tensor
     lam: Tensor
     top: Tensor
     left: Tensor
@@ -87,6 +88,8 @@ class MixParams:
 
 
 def _check_op(op: str) -> None:
+    if torch.is_tensor(op):
+        raise ValueError("these params carry the op as a device code (sample_selected_mix_params): use apply_selected_mix")
     if op not in OPS:
         raise ValueError(f"unknown mixing op {op!r}; expected one of {', '.join(OPS)}")
 
@@ -351,26 +354,13 @@ _BLENDS = {"mixup": _mixup_blend, "cutmix": _cutmix_blend, "resizemix": _resizem
 
 # ----------------------------------------------------------------------------- op chosen on the device
 
-@dataclass(frozen=True)
-class SelectedMixParams:
-    """``MixParams`` of an op that is a device value (a captured CUDA graph cannot branch on the host).
-
-    ``code``: 0-dim int64, the op's position in ``OPS`` (0 mixup, 1 cutmix, 2 resizemix); the other
-    fields as in ``MixParams`` (the box is zero for mixup).
-    """
-
-    code: Tensor
-    lam: Tensor
-    top: Tensor
-    left: Tensor
-    height: Tensor
-    width: Tensor
-    lam_eff: Tensor
-
-
 def sample_selected_mix_params(lam: Tensor, op_index: Tensor, ops: tuple[str, ...], H: int, W: int,
-                               generator: torch.Generator | None = None) -> SelectedMixParams:
+                               generator: torch.Generator | None = None) -> MixParams:
     """The params of ``ops[op_index]`` with ``op_index`` a 0-dim int64 tensor on lam's device (no host sync).
+
+    The op is a device value here (a captured CUDA graph cannot branch on the host): ``MixParams.op`` holds
+    the op's code, a 0-dim int64 tensor, its position in ``OPS`` (0 mixup, 1 cutmix, 2 resizemix); the box
+    is zero for mixup. Such params go to ``apply_selected_mix``.
 
     The same random numbers are drawn whatever the op (the box positions, unused by mixup), so a
     replayed graph consumes a fixed amount of its generator per step. Box sizes, positions and lam_eff
@@ -401,10 +391,10 @@ def sample_selected_mix_params(lam: Tensor, op_index: Tensor, ops: tuple[str, ..
     left = torch.minimum(torch.floor(u[1] * (W - width + 1)).to(torch.int64), W - width)
     top, left = torch.where(is_mixup, zero, top), torch.where(is_mixup, zero, left)
     box_eff = (1.0 - (height * width).to(torch.float64) / (H * W)).to(torch.float32)
-    return SelectedMixParams(code, lam32, top, left, height, width, torch.where(is_mixup, lam32, box_eff))
+    return MixParams(code, lam32, top, left, height, width, torch.where(is_mixup, lam32, box_eff))
 
 
-def apply_selected_mix(x: Tensor, params: SelectedMixParams) -> tuple[Tensor, Tensor]:
+def apply_selected_mix(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
     """One blend for all three ops: ``lerp(P, x, keep)``; returns (mixed, lam_eff [B] float32).
 
     P is the partner x[B-1-i] resampled bilinearly into the box for ResizeMix and taken as it is
@@ -422,7 +412,11 @@ def apply_selected_mix(x: Tensor, params: SelectedMixParams) -> tuple[Tensor, Te
     compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     xf = x.to(compute)
     partner = xf.flip(0)
-    is_resize = params.code == 2
+    if not torch.is_tensor(params.op):
+        raise ValueError(f"apply_selected_mix takes params with a device op code (sample_selected_mix_params), "
+                         f"got op {params.op!r}: use apply_mix")
+    code = params.op
+    is_resize = code == 2
     full_h, full_w = torch.full_like(params.height, H), torch.full_like(params.width, W)
     zero = torch.zeros_like(params.top)
     y0, y1, wy = _source_coords(torch.where(is_resize, params.top, zero),
@@ -438,7 +432,7 @@ def apply_selected_mix(x: Tensor, params: SelectedMixParams) -> tuple[Tensor, Te
                    p.gather(3, x1[:, None, None, :].expand(B, C, H, W)), wx.to(compute)[:, None, None, :])
     inside = (_inside(params.top, params.height, H)[:, None, :, None]
               & _inside(params.left, params.width, W)[:, None, None, :])
-    keep = torch.where(params.code == 0, params.lam.to(compute)[:, None, None, None], (~inside).to(compute))
+    keep = torch.where(code == 0, params.lam.to(compute)[:, None, None, None], (~inside).to(compute))
     out = torch.lerp(p, xf, keep).to(x.dtype)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format), params.lam_eff
