@@ -397,6 +397,12 @@ def validate(cfg: Config) -> None:
          "run.cuda_graph = true needs run.precision bf16, fp32 or auto: fp16's GradScaler decides on the host "
          "whether to skip a step, which a captured graph cannot")
     need(not r.cuda_graph or r.device != "cpu", "run.cuda_graph = true needs a CUDA device (run.device = 'cpu')")
+    need(not r.cuda_graph or o.name == "adamw",
+         f"run.cuda_graph = true needs optim.name = adamw (its lr is a device tensor); {o.name} takes its lr as a "
+         "host float, which a captured graph would freeze")
+    need(not (r.cuda_graph and s.enabled and s.impl != "torch"),
+         "run.cuda_graph = true draws the mixing op on the device, which the Triton mixing kernel (sdmp.impl = "
+         "triton) takes from the host: set sdmp.impl=torch")
 
 
 # ----------------------------------------------------------------------------- resolution

@@ -128,6 +128,7 @@ class Trainer:
 
     @staticmethod
     def _check_fast_options(cfg: Config, res: Resolved, device: torch.device) -> None:
+        """run.cuda_graph's needs that only the run knows (config.validate checks the rest)."""
         from sdmp_fast.config import ConfigError
         if not cfg.run.cuda_graph:
             return
@@ -137,12 +138,6 @@ class Trainer:
             raise ConfigError(f"run.cuda_graph = true is implemented for one process; this run has {res.world} ranks "
                               "(DDP's bucket all-reduce would have to be captured too): set run.cuda_graph=false "
                               "or run.compile=true")
-        if cfg.optim.name != "adamw":
-            raise ConfigError(f"run.cuda_graph = true needs optim.name = adamw (its lr is a device tensor); "
-                              f"{cfg.optim.name} takes its lr as a host float, which a graph would freeze")
-        if cfg.sdmp.enabled and cfg.sdmp.impl != "torch":
-            raise ConfigError("run.cuda_graph = true draws the mixing op on the device, which the Triton mixing "
-                              "kernel (sdmp.impl = triton) takes from the host: set sdmp.impl=torch")
 
     @staticmethod
     def _wrap(method: Method, device: torch.device) -> torch.nn.Module:

@@ -152,6 +152,10 @@ def test_cuda_graph_and_compile_are_checked():
         load_config(None, ["run.cuda_graph=true", "run.precision=fp16"])
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         load_config(None, ["run.cuda_graph=true", "run.device=cpu"])
+    with pytest.raises(ConfigError, match="optim.name = adamw"):
+        load_config(None, ["run.cuda_graph=true", "optim.name=lars"])
+    with pytest.raises(ConfigError, match="sdmp.impl=torch"):
+        load_config(None, ["run.cuda_graph=true", "sdmp.impl=triton"])
     cfg = load_config(None, MOCO + ["run.cuda_graph=true"])  # device auto: refused by the trainer on a CPU
     method = build_method(cfg, build_backbone(cfg))
     with pytest.raises(ConfigError, match="needs a CUDA device"):
