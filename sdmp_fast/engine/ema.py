@@ -15,9 +15,13 @@ def ema_update(teacher: list[torch.Tensor], student: list[torch.Tensor], momentu
 
 @torch.no_grad()
 def ema_lerp_(teacher: list[torch.Tensor], student: list[torch.Tensor], weight: torch.Tensor) -> None:
-    """teacher <- lerp(teacher, student, weight) with ``weight`` (= 1 - momentum) a 0-dim device tensor.
+    """teacher <- teacher + weight * (student - teacher) with ``weight`` (= 1 - momentum) a 0-dim device tensor.
 
-    The TensorList overload of ``_foreach_lerp_`` takes the weight as a device value; the scalar-tensor
-    overload would read it on the host (``.item()``), a sync. A weight of 0 leaves the teacher unchanged.
+    Written as three multi-tensor ops with the device scalar (``_foreach_mul_``'s Tensor overload): the
+    scalar-tensor overload of ``_foreach_lerp_`` would read the weight on the host (``.item()``, a sync), and
+    its TensorList overload with 0-dim weights falls back to one kernel per parameter on CUDA. A weight of 0
+    leaves the teacher unchanged.
     """
-    torch._foreach_lerp_(teacher, student, [weight] * len(teacher))
+    delta = torch._foreach_sub(student, teacher)
+    torch._foreach_mul_(delta, weight)
+    torch._foreach_add_(teacher, delta)

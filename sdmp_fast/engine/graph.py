@@ -54,7 +54,9 @@ class CudaGraphs:
         graph = torch.cuda.CUDAGraph()
         for gen in generators:
             graph.register_generator_state(gen)
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA calls of other threads (the loaders' prefetch threads, pin-memory threads) are allowed
+        # during the capture; the default "global" mode would fail the capture on them
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = fn()
         return graph.replay, lambda: out
 
@@ -130,6 +132,7 @@ class GraphStep:
             for static, v in zip(self.static_views, views):
                 static.copy_(v, non_blocking=True)
         t.step_t.fill_(t.step)
+        t.method.set_step(t.step)  # host-side values for the logs (a replay runs no Python)
         self.replay()
         self.replays += 1
         t.step += 1

@@ -61,8 +61,8 @@ def build_optimizer(cfg, params, device: torch.device | None = None) -> torch.op
 
     ``params``: a list of parameters (one group) or of group dicts; a group with ``"apply_wd": False``
     gets weight decay 0. With ``device`` (the training step's), AdamW takes its lr as a 0-dim tensor on
-    that device, written per step without a host sync: ``fused=True`` on CPU, ``capturable=True`` on
-    CUDA (its step counters live on the device, so a CUDA graph can replay it).
+    that device, written per step without a host sync: ``fused=True`` (one kernel), and on CUDA also
+    ``capturable=True`` (its step counters live on the device, so a CUDA graph can replay it).
     """
     o = cfg.optim
     params = list(params)
@@ -75,7 +75,7 @@ def build_optimizer(cfg, params, device: torch.device | None = None) -> torch.op
     if o.name == "adamw":
         if device is None:
             return torch.optim.AdamW(params, lr=0.0, betas=o.betas, weight_decay=o.weight_decay)
-        kind = {"fused": True} if device.type == "cpu" else {"capturable": True, "foreach": True}
+        kind = {"fused": True} if device.type == "cpu" else {"fused": True, "capturable": True}
         if params and isinstance(params[0], dict):  # one lr tensor per group (each is written every step)
             params = [dict(g, lr=torch.zeros((), device=device)) for g in params]
         return torch.optim.AdamW(params, lr=torch.zeros((), device=device), betas=o.betas,

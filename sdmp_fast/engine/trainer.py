@@ -8,10 +8,10 @@ clipping (``optim.clip_mode``: global norm, or DINO's per-parameter rule), the m
 
 No host synchronisation inside the step (tests/engine/test_sync_free.py runs real steps under a guard
 that raises on every host read): the schedules are device tables indexed by a device step counter
-(``step_t``, advanced by the step itself); AdamW takes its lr as a device tensor (``fused`` on CPU,
+(``step_t``, advanced by the step itself); AdamW takes its lr as a device tensor (``fused``, and
 ``capturable`` on CUDA) and the weight-decay schedule is applied by the trainer as AdamW's decoupled
 decay from device scalars (LARS/SGD keep host floats, read from Python lists: no sync either); the EMA
-uses the TensorList ``_foreach_lerp_`` with a device weight; the shared random decisions (mixing op,
+is three multi-tensor ops with a device weight (``ema_lerp_``); the shared random decisions (mixing op,
 view swap) come from a host stream without tensors, or, with ``run.cuda_graph``, from a device
 generator. Device values (loss, metrics) are summed on the device and read only every
 ``run.log_every`` steps. ``run.cuda_graph`` captures ``step_body`` in one CUDA graph
@@ -87,7 +87,8 @@ class Trainer:
         self.dtype = autocast_dtype(cfg.run.precision, device)
         self._check_fast_options(cfg, res, device)
         # AdamW reads lr (and the decoupled weight decay) from device tensors; LARS/SGD take host floats
-        self.device_schedules = cfg.optim.name == "adamw"
+        # (not with fp16: GradScaler may skip a step on the host, and the trainer's decay would still act)
+        self.device_schedules = cfg.optim.name == "adamw" and self.dtype != torch.float16
         self.optimizer = build_optimizer(cfg, method.param_groups(), device if self.device_schedules else None)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         # per-step tables (float64, host) ...
@@ -180,9 +181,14 @@ class Trainer:
             if was is not None and (list(was) if isinstance(was, tuple) else was) != (list(now) if isinstance(now, tuple) else now):
                 raise ValueError(f"cannot resume: the checkpoint has {key[0]}.{key[1]} = {was!r}, this run {now!r}")
         self.method.load_state_dict(state["method"])
+        # the checkpoint's param groups replace ours whole: keep this run's implementation switches (fused /
+        # capturable differ between CPU and CUDA) and weight decay (0 where the trainer applies the schedule)
+        kept = [{k: g[k] for k in ("fused", "foreach", "capturable", "weight_decay") if k in g}
+                for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.device_schedules:  # lr tensors on this run's device again (a checkpoint holds CPU copies)
-            for group in self.optimizer.param_groups:
+        for group, own in zip(self.optimizer.param_groups, kept):
+            group.update(own)
+            if self.device_schedules:  # lr tensors on this run's device again (a checkpoint holds CPU copies)
                 group["lr"] = torch.zeros((), device=self.device)
         self.scaler.load_state_dict(state["scaler"])
         ranks = state.get("rng_ranks")

@@ -303,7 +303,7 @@ class DINO(Method):
                 # made on the device (a host tensor copied per step would sync): mix(G2) is not
                 # distilled from the teacher's clean G2, the same crop
                 source_mask = torch.ones(mixed.shape[0], NUM_GLOBALS, dtype=torch.bool, device=logp.device)
-                source_mask[0, 1] = False
+                source_mask[0:1, 1:2] = False  # a slice: an async fill (a single-element setitem copies from the host)
             dino = dino_loss(clean, p_clean, shared_views=shared)
             terms = dino_sdmp_terms(p_clean, probs[NUM_GLOBALS], mixed, lam_mixed, mv["lam_global"], source_mask)
             loss = dino + terms["source"] + terms["mix"]

@@ -59,7 +59,8 @@ def test_the_guard_catches_a_host_read():
         float(torch.ones(2).sum())
 
 
-@pytest.mark.parametrize("overrides", [MOCO, MOCO + ["sdmp.variant=extra"], DINO], ids=["mocov3+sdmp", "extra", "dino+sdmp"])
+@pytest.mark.parametrize("overrides", [MOCO, MOCO + ["sdmp.variant=extra"], DINO, DINO + ["sdmp.mix_global_student=true"]],
+                         ids=["mocov3+sdmp", "extra", "dino+sdmp", "dino-mixed-global"])
 @pytest.mark.parametrize("device_draws", [False, True], ids=["host-draws", "device-draws"])
 def test_steps_run_without_host_synchronisation(overrides, device_draws):
     trainer, ld = _trainer(overrides)
@@ -165,7 +166,8 @@ def test_cuda_graph_and_compile_are_checked():
 # ----------------------------------------------------------------------------- GPU
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("overrides", [MOCO, DINO], ids=["mocov3+sdmp", "dino+sdmp"])
+@pytest.mark.parametrize("overrides", [MOCO, DINO, DINO + ["sdmp.mix_global_student=true"]],
+                         ids=["mocov3+sdmp", "dino+sdmp", "dino+sdmp-mixed-global"])
 def test_gpu_steps_do_not_synchronise(overrides):
     trainer, ld = _trainer(overrides, "cuda")
     batches = [b.views for b in itertools.islice(iter(ld), 4)]
@@ -180,11 +182,13 @@ def test_gpu_steps_do_not_synchronise(overrides):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("overrides", [MOCO, DINO], ids=["mocov3+sdmp", "dino+sdmp"])
+@pytest.mark.parametrize("overrides", [MOCO, DINO, DINO + ["sdmp.mix_global_student=true"]],
+                         ids=["mocov3+sdmp", "dino+sdmp", "dino+sdmp-mixed-global"])
 def test_gpu_graph_replays_equal_the_eager_step(overrides):
     """fp32 so that the comparison is tight; the eager arm draws on the device as the graph does. DINO's last
     layer is frozen for 5 steps: 3 eager warm-up steps and a graph for that phase, then 3 eager and a second graph."""
-    common = overrides + ["run.precision=fp32"] + ([f"method.freeze_last_layer={5 / 6400}"] if overrides is DINO else [])
+    dino = overrides[0] == "method.name=dino"
+    common = overrides + ["run.precision=fp32"] + ([f"method.freeze_last_layer={5 / 6400}"] if dino else [])
     graph, ld = _trainer(common + ["run.cuda_graph=true"], "cuda")
     eager, _ = _trainer(common, "cuda")
     eager.method.device_draws = True
@@ -196,7 +200,7 @@ def test_gpu_graph_replays_equal_the_eager_step(overrides):
         lams.append(float(g["lam_eff"]))
         lrs.append(float(graph.optimizer.param_groups[0]["lr"]))
     runner = graph.graph
-    assert runner.captures == (2 if overrides is DINO else 1) and runner.replays >= 3
+    assert runner.captures == (2 if dino else 1) and runner.replays >= 3
     assert len(set(lams[-3:])) == 3, "replays must draw different lambdas and boxes"
     assert lrs[-1] != lrs[-2] and lrs[-1] == pytest.approx(float(graph.lr[graph.step - 1]), rel=1e-6)
     for (n, p), q in zip(graph.method.named_parameters(), eager.method.parameters()):
