@@ -32,7 +32,6 @@ the arms are DDP-wrapped and the global batch ``data.batch_size`` is split over 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -57,6 +56,7 @@ from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import DataError, Split, scan_folder, verify_images
 from sdmp_fast.engine import checkpoint as ckpt
+from sdmp_fast.engine.trainer import autocast_context
 from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
                                    dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
 from sdmp_fast.export import backbone_from_export
@@ -252,7 +252,7 @@ def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype
     for x, y in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        with _autocast(device, dtype):
+        with autocast_context(device, dtype):
             logits = arms(x)
         if columns is not None:
             logits = {name: z[:, columns] for name, z in logits.items()}
@@ -280,10 +280,6 @@ def ood_split(folder: str, classes: tuple[str, ...], data: EvalData) -> tuple[Sp
                         f"the training classes (e.g. WordNet ids such as {classes[0]})")
     split, _ = verify_images(split, data.cache_dir, data.skip_corrupt, progress=dist.is_main())
     return split, [index[c] for c in split.classes]
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
 def _print_result(res: dict) -> None:
@@ -405,7 +401,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
             if mixup is not None:
                 x, y = mixup(x, y)
             scheduler.step_update(step)
-            with _autocast(device, dtype):
+            with autocast_context(device, dtype):
                 logits = model(x)
             losses = torch.stack([criterion(z.float(), y) for z in logits.values()])
             optimizer.zero_grad(set_to_none=True)

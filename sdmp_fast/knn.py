@@ -16,7 +16,6 @@ to ``run.out_dir`` (default ``RUN_DIR/knn``). Under torchrun rank 0 computes and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.engine.trainer import autocast_context
 from sdmp_fast.eval_config import (EvalData, EvalRun, _choices, add_common_arguments, dump_yaml, fill_data_defaults,
                                    parse_command_line, need, to_dict, validate_data, validate_run)
 
@@ -41,10 +41,9 @@ def extract_features(backbone: nn.Module, batches: Iterable, device: torch.devic
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     for x, y in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with ctx:
+        with autocast_context(device, dtype):
             f = backbone(x)
         feats.append(F.normalize(f.float(), dim=1))
         labels.append(torch.as_tensor(y).to(device))

@@ -25,7 +25,6 @@ share of the images, and the global batch ``data.batch_size`` is split over the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -44,6 +43,7 @@ from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
 from sdmp_fast.datasets import DataError, Split
 from sdmp_fast.engine import checkpoint as ckpt
+from sdmp_fast.engine.trainer import autocast_context
 from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
                                    dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
 from sdmp_fast.pretrained import (Pretrained, default_out_dir, is_vit, labelled_split, labels_note, load_eval_splits,
@@ -171,14 +171,10 @@ def extract(backbones: dict[str, torch.nn.Module], split: Split, data: EvalData,
                      mininterval=1.0):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         for arm, model in backbones.items():
-            with _autocast(device, dtype):
+            with autocast_context(device, dtype):
                 feats[arm].append(probe_features(model, x, protocol))
     empty = {arm: torch.zeros(0, feature_dim(m, protocol), device=device) for arm, m in backbones.items()}
     return {arm: dist.gather_rows(torch.cat(f) if f else empty[arm], len(split)) for arm, f in feats.items()}
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- command
@@ -300,7 +296,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
             else:
                 x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = y.to(device, non_blocking=True)
-                with torch.no_grad(), _autocast(device, dtype):
+                with torch.no_grad(), autocast_context(device, dtype):
                     feats = {arm: probe_features(m, x, protocol) for arm, m in backbones.items()}
             loss_sum += probe_step(model, optimizer, feats, y)
             bar.update(1)

@@ -69,6 +69,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def autocast_context(device: torch.device, dtype: torch.dtype, cache_enabled: bool = True):
+    """Autocast to ``dtype`` on ``device``; nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache_enabled)
+
+
 @dataclass
 class FitResult:
     steps_done: int
@@ -258,9 +265,7 @@ class Trainer:
         if self.method.ema_before_forward:
             ema_lerp_(self.teacher_params, self.student_params, ema_w)
         # autocast's weight-cast cache must be off while a CUDA graph is captured (torch.cuda.graphs docs)
-        ctx = (torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=self.graph is None)
-               if self.dtype != torch.float32 else contextlib.nullcontext())
-        with ctx:
+        with autocast_context(self.device, self.dtype, cache_enabled=self.graph is None):
             loss, logs = self.model(views, self.rng)
         if fault("nan", i + 1):  # SDMP_FAULT=nan@N (tests): a diverging step
             loss = loss * float("nan")
