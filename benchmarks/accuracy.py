@@ -79,7 +79,7 @@ def _ms(xs: list[float]) -> str:
 
 def subset_folder(source: Path, out: Path, per_class_train: int, per_class_val: int) -> Path:
     """A class-balanced subset of ``source`` (train/ and val/) as symbolic links: the first N files per class."""
-    from sdmp_fast.datasets import scan_folder
+    from sdmp_fast.data.folders import scan_folder
     done = out / ".complete"
     if done.is_file():
         return out
@@ -164,7 +164,8 @@ def paired_gain(base: list[dict], sdmp: list[dict], key: str) -> dict | None:
 
 def fashion_mnist(args) -> dict:
     from sdmp_fast import finetune
-    from sdmp_fast.datasets import default_cache_dir, find_data
+    from sdmp_fast.data.folders import default_cache_dir
+    from sdmp_fast.data.sources import find_data
     arms = {a: FASHION_ARMS[a] for a in args.arms}
     roots = [Path(r) for r in args.runs_root]
     data_root = find_data(args.data)
@@ -276,7 +277,8 @@ def cifar_protocol(args) -> tuple[str, bool]:
 
 def cifar_data(args) -> dict[str, str]:
     """{data set: folder} from --data-cifar10 / --data-cifar100, each checked (and materialised) up front."""
-    from sdmp_fast.datasets import CIFAR_HELP, DataError, cifar_folder, cifar_layout
+    from sdmp_fast.data.sources import CIFAR_HELP, cifar_folder, cifar_layout
+    from sdmp_fast.data.folders import DataError
     given = {"cifar10": args.data_cifar10, "cifar100": args.data_cifar100}
     if not any(given.values()):
         raise SystemExit("error: --preset cifar needs --data-cifar10 DIR and/or --data-cifar100 DIR; " + CIFAR_HELP
@@ -297,7 +299,8 @@ def cifar_data(args) -> dict[str, str]:
 
 
 def cifar(args) -> dict:
-    from sdmp_fast.datasets import default_cache_dir, find_data
+    from sdmp_fast.data.folders import default_cache_dir
+    from sdmp_fast.data.sources import find_data
     roots = [Path(r) for r in args.runs_root]
     protocol_label, reduced = cifar_protocol(args)
     model = args.cifar_model

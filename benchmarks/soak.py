@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
     from sdmp_fast.config import load_config
-    from sdmp_fast.datasets import default_cache_dir
-    from sdmp_fast.pretrain import pick_device
+    from sdmp_fast.data.folders import default_cache_dir
+    from sdmp_fast.cli import pick_device
     cfg = load_config(args.config, ["run.knn=false", *args.overrides])
     device = pick_device(args.device)
     names = [n.strip() for n in args.loaders.split(",") if n.strip()]

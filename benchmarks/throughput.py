@@ -69,9 +69,9 @@ def bench_loaders(device: torch.device, data: str | None, images: int, batch: in
 
     import loaders  # noqa: F401
     from sdmp_fast.config import load_config
-    from sdmp_fast.datasets import scan_folder
+    from sdmp_fast.data.folders import scan_folder
     from sdmp_fast.registry import LOADERS
-    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
     cfg = load_config(overrides={"data.batch_size": batch, "data.num_workers": workers, "data.image_size": size,
                                  "data.dali_threads": workers})
     recipes = {"mocov3 two-view": mocov3_recipe(size, 0.08, cfg.data.mean, cfg.data.std),
@@ -121,7 +121,7 @@ _SOURCES: dict[int, tuple] = {}  # generated JPEG sets by image count: written o
 def image_source(data: str | None, images: int):
     """(temporary dir or None, folder, description): ``--data``'s train split, or generated ImageNet-like JPEGs
     (written once per process and image count; ``cleanup_sources`` removes them)."""
-    from sdmp_fast.datasets import write_jpeg_folder
+    from sdmp_fast.data.generate import write_jpeg_folder
     if data is not None:
         root = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
         return None, root, str(root)
@@ -151,7 +151,7 @@ def _ffcv_redecode_rate(beton: Path, recipe, batch: int, workers: int, images: i
     from ffcv.pipeline import PipelineSpec
     from ffcv.transforms import ToTensor
 
-    from loaders.sharding import step_generator
+    from sdmp_fast.streams import step_generator
     from sdmp_fast.augment import finish_view, sample_view_params
     pipes = {f"view{k}": PipelineSpec("image", decoder=RandomResizedCropRGBImageDecoder((v.size, v.size), v.scale,
                                                                                         v.ratio), transforms=[ToTensor()])
@@ -193,7 +193,8 @@ def _crop_distribution(beton: Path, recipe, samples: int) -> list[dict]:
     import numpy as np
 
     from loaders.beton import Beton
-    from loaders.torch_folder import rrc_params, sample_generator
+    from sdmp_fast.augment.reference import rrc_params
+    from sdmp_fast.streams import sample_generator
     from sdmp_fast.augment import sample_view_params
     b = Beton(beton)
     stored = np.stack([b.metadata["image"]["height"], b.metadata["image"]["width"]], 1).astype(np.int64)
@@ -235,7 +236,7 @@ def bench_ffcv(device: torch.device, data: str | None, images: int, batch: int, 
     view, the decode / augment split, and the crop distribution against the torch loader."""
     from loaders.ffcv_loader import FfcvLoader
     from loaders.write_beton import write_beton
-    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     tmp, root, source = image_source(data, images)
     work = tempfile.TemporaryDirectory()
@@ -282,9 +283,10 @@ def bench_ffcv(device: torch.device, data: str | None, images: int, batch: int, 
 
 def bench_augment(device: torch.device, batch: int, size: int, local_size: int, iters: int) -> list[dict]:
     """Batched sdmp_fast.augment vs the reference loader's per-sample torchvision ops, on decoded images."""
-    from loaders.torch_folder import apply_view, sample_generator
+    from sdmp_fast.augment.reference import apply_view
+    from sdmp_fast.streams import sample_generator
     from sdmp_fast.augment import apply_views, sample_view_params
-    from sdmp_fast.views import dino_recipe, mocov3_recipe
+    from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     g = torch.Generator().manual_seed(0)
     hw = [(375, 500), (500, 375), (333, 500), (360, 480)]
@@ -606,7 +608,7 @@ def bench_step_modes(device: torch.device, setups: list[tuple], batches: list[in
     past ``deadline`` (time.monotonic()) the arms left out are the optional ones; they read "skipped: past ...".
     """
     from sdmp_fast.config import load_config
-    from sdmp_fast.engine.trainer import autocast_dtype
+    from sdmp_fast.engine.precision import autocast_dtype
     _, how = attention_flop_formulas()
     counted = ("FlopCounterMode on the real CUDA step" if device.type == "cuda" else
                "FlopCounterMode on the real CPU step, attention by " + how)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdmp_fast.datasets import DataError
+from sdmp_fast.data.folders import DataError
 
 VERSION = 2
 HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"), ("num_samples", "<u8"),

@@ -8,7 +8,7 @@ GPU the same graph runs on the CPU with ``device_id=None``. The device is chosen
 training device (``build``), and is a parameter of the graph builder, so the CPU tests exercise the
 graph that runs on the GPU.
 
-Data order and sharding follow ``loaders.sharding`` exactly as the ``torch`` loader does: each epoch
+Data order and sharding follow ``sdmp_fast.data.sharding`` exactly as the ``torch`` loader does: each epoch
 this rank reads the file list of its slices of the global batches, in order (``fn.readers.file`` with
 ``files=``, no reader-side shuffle); the sample index rides along as the reader's label and the class
 is looked up from an index -> label table. So both loaders see the same samples at every step, every
@@ -51,18 +51,18 @@ import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-import torch
-
-from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, Split, refuse_class_subset, training_split
-from sdmp_fast.views import EvalSpec, Recipe, ViewSpec
-
-from .sharding import rank_batches, steps_per_epoch
-
-from nvidia.dali import fn, pipeline_def, types  # noqa: E402  (the registry turns ImportError into an install hint)
 import nvidia.dali.math as dmath  # noqa: E402
+import torch
+from nvidia.dali import fn, pipeline_def, types  # noqa: E402  (the registry turns ImportError into an install hint)
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy  # noqa: E402
+
+from sdmp_fast.augment.recipes import Recipe, ViewSpec
+from sdmp_fast.batch import Batch
+from sdmp_fast.data.folders import DataError, Split
+from sdmp_fast.data.images import EvalSpec
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.data.splits import refuse_class_subset, training_split
+from sdmp_fast.streams import pipeline_seed
 
 
 def default_threads() -> int:
@@ -71,12 +71,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def pipeline_seed(seed: int, rank: int, epoch: int, start_step: int) -> int:
-    """The per-rank augmentation seed of one pipeline: a function of (seed, rank, epoch, start step)."""
-    state = np.random.SeedSequence([seed, rank, epoch, start_step, 0xDA11]).generate_state(1, np.uint32)
-    return int(state[0] >> 1)  # DALI takes a non-negative int
 
 
 # ----------------------------------------------------------------------------- graph building blocks
@@ -304,7 +298,7 @@ def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.d
     d = cfg.data
     manifest = None
     if d.format == "webdataset":
-        from .shards import read_manifest
+        from loaders.shards import read_manifest
         if not d.path:
             raise DataError("data.format = 'webdataset' needs data.path: the output folder of `python -m loaders.shards`")
         refuse_class_subset(d, "WebDataset shards")

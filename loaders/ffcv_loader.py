@@ -23,7 +23,7 @@ Differences from the reference (``torch``) augmentation distribution:
 * colour jitter runs in a fixed order (see :mod:`sdmp_fast.augment`).
 
 Order and sharding: ``data.order=random`` follows the sharding rule every loader shares
-(``loaders.sharding``): the same sample ids per step and rank as the ``torch``, ``dali`` and ``nvjpeg``
+(``sdmp_fast.data.sharding``): the same sample ids per step and rank as the ``torch``, ``dali`` and ``nvjpeg``
 loaders, equal steps on every rank, full batches only. It is installed as FFCV's traversal order, so FFCV's
 page scheduling sees it. ``data.order=quasi_random`` is FFCV's page-local order (for data larger than RAM,
 with ``data.os_cache=false``); FFCV does not support it with several processes, so it is rejected then.
@@ -48,10 +48,12 @@ import torch
 from sdmp_fast.augment import sample_view_params
 from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, refuse_class_subset
-from sdmp_fast.views import Recipe
+from sdmp_fast.data.folders import DataError
+from sdmp_fast.data.splits import refuse_class_subset
+from sdmp_fast.augment.recipes import Recipe
 
-from .sharding import rank_batches, step_generator, steps_per_epoch
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.streams import step_generator
 
 _torch_threads = torch.get_num_threads()  # importing ffcv sets torch's CPU threads to 1 (see _keep_torch_threads)
 try:
@@ -170,7 +172,7 @@ class FfcvLoader:
     def __init__(self, path: str, recipe: Recipe, global_batch: int, rank: int, world: int, device: torch.device,
                  seed: int = 0, num_workers: int = 0, order: str = "random", os_cache: bool = True,
                  batches_ahead: int = 2, augment_impl: str = "torch"):
-        from .beton import Beton
+        from loaders.beton import Beton
         self.path = path
         self.recipe, self.device = recipe, torch.device(device)
         self.apply_views = select_apply_views(augment_impl)  # data.augment_impl, chosen once

@@ -1,7 +1,7 @@
 """The ``nvjpeg`` loader: JPEG bytes decoded a batch at a time by ``torchvision.io.decode_jpeg`` on the GPU
 (nvJPEG), then every view made by the batched augmentation of ``sdmp_fast.augment``. No DALI needed.
 
-Per step: read this rank's files (``loaders.sharding``, the same samples as the other loaders), decode
+Per step: read this rank's files (``sdmp_fast.data.sharding``, the same samples as the other loaders), decode
 the whole batch in one ``decode_jpeg(list, device=...)`` call (on the CPU when there is no GPU: the same
 code path), pack the images into a uint8 canvas ``[B, 3, Hmax, Wmax]`` with their true sizes, and run
 ``augment.sample_view_params`` + ``augment.apply_views`` on the device. A background thread prepares
@@ -32,16 +32,17 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from sdmp_fast.augment import sample_view_params
 from sdmp_fast.kernels import select_apply_views
 from sdmp_fast.batch import Batch
-from sdmp_fast.datasets import DataError, Split, refuse_class_subset, training_split
-from sdmp_fast.views import Recipe
+from sdmp_fast.data.folders import DataError, Split
+from sdmp_fast.data.splits import refuse_class_subset, training_split
+from sdmp_fast.augment.recipes import Recipe
 
-from .sharding import rank_batches, step_generator, steps_per_epoch
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.streams import step_generator
 
 _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
@@ -175,13 +176,13 @@ class NvjpegLoader:
         """Per sample: JPEG bytes for nvJPEG, or the decoded image (CPU-path files, raw .beton images)."""
         items, names = [], []
         if self.beton is None:
-            from .torch_folder import decode_rgb
+            from sdmp_fast.data.images import decode_rgb
             for i in ids:
                 path = self.paths[i]
                 items.append(decode_rgb(path) if i in self.cpu_ids else read_encoded(path))
                 names.append(path)
             return items, names
-        from .beton import RAW
+        from loaders.beton import RAW
         for i in ids:
             mode, h, w, data = self.beton.image(i, self.image_field)
             buf = torch.from_numpy(data)
@@ -251,10 +252,10 @@ class NvjpegLoader:
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> NvjpegLoader:
     """Build the nvjpeg loader for ``split`` (default: the training split of ``data.path``)."""
-    from sdmp_fast.datasets import default_cache_dir
+    from sdmp_fast.data.folders import default_cache_dir
     beton = None
     if cfg.data.beton:
-        from .beton import Beton
+        from loaders.beton import Beton
         refuse_class_subset(cfg.data, f"the .beton {cfg.data.beton}")
         beton, split = Beton(cfg.data.beton), None
     else:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdmp_fast.datasets import DataError, scan_folder, verify_images
+from sdmp_fast.data.folders import DataError, scan_folder, verify_images
 
 MANIFEST = "manifest.json"
 EXTS = ("img", "cls", "idx")

@@ -9,8 +9,9 @@ from typing import Iterator
 
 import torch
 
+from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.batch import Batch
-from sdmp_fast.views import Recipe
+from sdmp_fast.streams import synthetic_generator
 
 NUM_SAMPLES = 51_200  # nominal epoch length (samples), so epochs and schedules behave as with real data
 NUM_CLASSES = 10
@@ -34,8 +35,7 @@ class SyntheticLoader:
     def __iter__(self) -> Iterator[Batch]:
         b = self.batch_size
         for step in range(self._start, len(self)):
-            g = torch.Generator(device=self.device).manual_seed(
-                ((self.seed * 1009 + self._epoch) * 1_000_003 + step) * 131 + self.rank)
+            g = synthetic_generator(self.seed, self._epoch, step, self.rank, self.device)
             views = [torch.randn(b, 3, s, s, generator=g, device=self.device, dtype=self.dtype)
                      .contiguous(memory_format=torch.channels_last) for s in self.recipe.sizes]
             first = step * self.global_batch + self.rank * b

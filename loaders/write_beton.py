@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdmp_fast.datasets import DataError, Split, restrict_classes, scan_folder, verify_images
+from sdmp_fast.data.folders import DataError, Split, scan_folder, verify_images
+from sdmp_fast.data.splits import restrict_classes
 
 
 class _FolderImages:

@@ -3,7 +3,7 @@
 Public API: :class:`Config`, :func:`load_config`, :func:`build_method`, :func:`train`.
 Importing the package imports no optional backend (DALI, FFCV, Triton).
 """
-from .config import Config, ConfigError, load_config
+from sdmp_fast.config import Config, ConfigError, load_config
 
 __all__ = ["Config", "ConfigError", "load_config", "build_method", "train"]
 __version__ = "0.1.0"
@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # heavy pieces on first use
     if name == "build_method":
-        from .methods import build_method
+        from sdmp_fast.methods import build_method
         return build_method
     if name == "train":
-        from .pretrain import run
+        from sdmp_fast.pretrain import run
         return run
     raise AttributeError(name)

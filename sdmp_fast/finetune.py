@@ -12,7 +12,7 @@ per step (``timm.scheduler.CosineLRScheduler``, from ``optim.warmup_lr`` to ``op
 views of ``timm.data.create_transform`` (RandomResizedCrop, flip, RandAugment rand-m9-mstd0.5-inc1, random
 erasing 0.25), Mixup 0.8 / CutMix 1.0 (``timm.data.Mixup``, label smoothing 0.1) with
 ``timm.loss.SoftTargetCrossEntropy``, drop-path 0.1. Not implemented: DeiT's repeated augmentation, its
-model EMA and its 10 cool-down epochs. Validation uses the evaluation view of ``sdmp_fast.views.eval_spec``
+model EMA and its 10 cool-down epochs. Validation uses the evaluation view of ``sdmp_fast.data.images.eval_spec``
 (as the linear and k-NN evaluations).
 
 Semi-supervised fine-tuning (Table 3, SimCLR's protocol): ``--label-fraction F`` trains on a seeded
@@ -35,13 +35,11 @@ import argparse
 import dataclasses
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
@@ -50,20 +48,22 @@ from timm.scheduler import CosineLRScheduler
 from torch import nn
 from tqdm import tqdm
 
-from loaders.sharding import rank_batches, steps_per_epoch
-from loaders.torch_folder import decode_rgb, eval_batches
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.data.images import decode_rgb, eval_batches
 from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
-from sdmp_fast.datasets import DataError, Split, scan_folder, verify_images
+from sdmp_fast.data.folders import DataError, Split, scan_folder, verify_images
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.engine.trainer import autocast_context
-from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
-                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
+from sdmp_fast.engine.precision import autocast_context
+from sdmp_fast.eval.config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
+                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data,
+                                   validate_run)
 from sdmp_fast.export import backbone_from_export
-from sdmp_fast.pretrained import (Pretrained, default_out_dir, labelled_split, labels_note, load_eval_splits,
-                                  load_pretrained)
-from sdmp_fast.probe import format_accuracy, topk_correct
-from sdmp_fast.views import eval_spec
+from sdmp_fast.eval.pretrained import Pretrained, default_out_dir, labels_note, load_eval_splits, load_pretrained
+from sdmp_fast.data.splits import labelled_split
+from sdmp_fast.eval.probe import format_accuracy, topk_correct
+from sdmp_fast.data.images import eval_spec
+from sdmp_fast.streams import seed_step_streams
 
 
 @dataclass(frozen=True)
@@ -227,16 +227,6 @@ def build_optimizer(arms: Arms, cfg: FinetuneConfig, lr: float) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
 
 
-def seed_step_streams(seed: int, rank: int, epoch: int, step: int) -> torch.Generator:
-    """Seed torch / numpy / random of this process (augmentation without workers, Mixup, drop-path) from
-    (seed, rank, epoch, step); returns the generator that seeds the DataLoader workers."""
-    s = np.random.SeedSequence([seed, rank, epoch, step, 0xF17E]).generate_state(2, np.uint32)
-    torch.manual_seed(int(s[0]) << 31 | int(s[1]) >> 1)
-    np.random.seed(int(s[0]))
-    random.seed(int(s[1]))
-    return torch.Generator().manual_seed(int(s[1]) << 20 | int(s[0]) >> 12)
-
-
 @torch.no_grad()
 def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype: torch.dtype,
              columns: list[int] | None = None) -> dict[str, dict[str, float]]:
@@ -299,8 +289,8 @@ def _print_result(res: dict) -> None:
 
 def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     """Parse, fine-tune (trained and random-init arms) and evaluate; returns the result dict."""
-    from sdmp_fast.engine.trainer import autocast_dtype
-    from sdmp_fast.pretrain import start_process
+    from sdmp_fast.engine.precision import autocast_dtype
+    from sdmp_fast.cli import start_process
 
     args, cfg = parse_config(argv)
     pre: Pretrained = load_pretrained(args.pretrained)
@@ -469,7 +459,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdmp_fast.eval_config import cli_main
+    from sdmp_fast.eval.config import cli_main
     return cli_main(run, argv)
 
 

@@ -9,7 +9,7 @@ token; SGD momentum 0.9, wd 0, lr 3 x batch/256 for ViTs, 90 epochs, cosine) or 
 the last 4 blocks concatenated; lr 0.001 x batch/256, 100 epochs). Training views: RandomResizedCrop
 (``data.crop_scale``) + horizontal flip, decoded and cut per sample by the ``torch`` loader's helpers
 with the randomness of sample i in epoch e drawn from (seed, e, i); validation: the evaluation view of
-``sdmp_fast.views.eval_spec`` (resize 256 / centre crop 224 scaled to ``data.image_size``). The
+``sdmp_fast.data.images.eval_spec`` (resize 256 / centre crop 224 scaled to ``data.image_size``). The
 backbone is frozen and deterministic in eval mode, so the validation features are computed once.
 
 ``--cached-features`` is a fast mode, **not the paper protocol**: the training features too are
@@ -37,20 +37,24 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
-from loaders.sharding import rank_batches, steps_per_epoch
-from loaders.torch_folder import decode_rgb, eval_batches, rrc_params, sample_generator
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.data.images import decode_rgb, eval_batches
+from sdmp_fast.augment.reference import rrc_params
+from sdmp_fast.streams import sample_generator
 from sdmp_fast import dist
 from sdmp_fast.config import ConfigError
-from sdmp_fast.datasets import DataError, Split
+from sdmp_fast.data.folders import DataError, Split
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.engine.trainer import autocast_context
-from sdmp_fast.eval_config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
-                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data, validate_run)
-from sdmp_fast.pretrained import (Pretrained, default_out_dir, is_vit, labelled_split, labels_note, load_eval_splits,
-                                  load_pretrained)
-from sdmp_fast.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads, feature_dim,
-                             format_accuracy, probe_features, probe_step, set_lr)
-from sdmp_fast.views import eval_spec
+from sdmp_fast.engine.precision import autocast_context
+from sdmp_fast.eval.config import (EvalData, EvalRun, LabelledData, _choices, add_common_arguments, check_resume_data,
+                                   dump_yaml, fill_data_defaults, parse_command_line, need, to_dict, validate_data,
+                                   validate_run)
+from sdmp_fast.eval.pretrained import (Pretrained, default_out_dir, is_vit, labels_note, load_eval_splits,
+                                       load_pretrained)
+from sdmp_fast.data.splits import labelled_split
+from sdmp_fast.eval.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads,
+                                  feature_dim, format_accuracy, probe_features, probe_step, set_lr)
+from sdmp_fast.data.images import eval_spec
 
 FAST_MODE = "fast mode (cached features), not the paper protocol"
 PROTOCOL_LR = {"mocov3": 3.0, "dino": 0.001}  # per 256 images (ViT)
@@ -188,8 +192,8 @@ def _print_result(res: dict) -> None:
 
 def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     """Parse, train the linear heads (trained and random-init backbone) and evaluate; returns the result dict."""
-    from sdmp_fast.engine.trainer import autocast_dtype
-    from sdmp_fast.pretrain import start_process
+    from sdmp_fast.engine.precision import autocast_dtype
+    from sdmp_fast.cli import start_process
     args, cfg = parse_config(argv)
     pre: Pretrained = load_pretrained(args.pretrained)
     cfg = fill_protocol_defaults(dataclasses.replace(cfg, data=fill_data_defaults(cfg.data, pre.config)),
@@ -342,7 +346,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdmp_fast.eval_config import cli_main
+    from sdmp_fast.eval.config import cli_main
     return cli_main(run, argv)
 
 

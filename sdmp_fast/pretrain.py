@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,14 +22,17 @@ import torch
 import loaders  # noqa: F401  (registers the loaders)
 from sdmp_fast import dist
 from sdmp_fast.config import ALIASES, Config, ConfigError, dump_yaml, load_config, resolve, to_dict
-from sdmp_fast.datasets import DataError, Split, load_splits as load_data_splits
+from sdmp_fast.data.folders import DataError, Split
+from sdmp_fast.data.splits import load_splits as load_data_splits
 from sdmp_fast.engine import checkpoint as ckpt
-from sdmp_fast.engine.trainer import NonFiniteLoss, Trainer
+from sdmp_fast.engine.precision import NonFiniteLoss
+from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.export import export_backbone
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
 from sdmp_fast.registry import BACKBONES, LOADERS, METHODS, MissingBackend
+from sdmp_fast.cli import start_process
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 FOLDERLESS_LOADERS = {"synthetic"}
@@ -80,32 +82,6 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     return args, cfg
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device = {name!r} but CUDA is not available; use run.device=auto or cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # torchrun: one GPU per process
-    return dev
-
-
-def start_process(device_name: str, threads: int, distributed: bool = True) -> torch.device:
-    """The start of every command: torch's CPU threads (0 = default), the device (under torchrun: LOCAL_RANK's
-    GPU, set before NCCL starts) and, with ``distributed``, the process group from torchrun's environment."""
-    if threads:
-        torch.set_num_threads(threads)
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # before NCCL starts: one GPU per process (LOCAL_RANK)
-    if distributed:
-        dist.init_from_env(device)
-    return device
-
-
 def default_out_dir(cfg: Config) -> Path:
     tag = cfg.method.name + ("_sdmp" if cfg.sdmp.enabled else "")
     return Path("runs") / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -119,8 +95,8 @@ def load_splits(cfg: Config) -> tuple[Split, Split | None, str]:
 
 def run_knn(cfg: Config, trained: torch.nn.Module, random_init: torch.nn.Module, train: Split, val: Split | None,
             device: torch.device) -> dict:
-    """k-NN accuracy of the trained backbone and of the same architecture at random init (``knn.knn_report``)."""
-    from sdmp_fast.knn import knn_report
+    """k-NN accuracy of the trained backbone and of the same architecture at random init (``eval.knn.knn_report``)."""
+    from sdmp_fast.eval.knn import knn_report
     return knn_report({"trained": trained, "random_init": random_init}, train, val, device,
                       image_size=cfg.data.image_size, mean=cfg.data.mean, std=cfg.data.std, bank=cfg.run.knn_bank,
                       queries=cfg.run.knn_queries, k=cfg.run.knn_k, num_workers=cfg.data.num_workers)
@@ -179,8 +155,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     if args.dump_views and dist.is_main():
         if not cfg.sdmp.enabled:
             raise ConfigError("--dump-views shows SDMP's mixed views: enable sdmp (sdmp.enabled=true)")
-        from sdmp_fast.methods.base import StepRandom
-        from sdmp_fast.viz import dump_sdmp_views
+        from sdmp_fast.streams import StepRandom
+        from sdmp_fast.view_grid import dump_sdmp_views
         loader.set_epoch(0)
         first = next(iter(loader))
         path = dump_sdmp_views(method, first, StepRandom.create(cfg.run.seed + 1, rank, device), cfg.data.mean,

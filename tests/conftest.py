@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdmp_fast.datasets import write_jpeg_folder
+from sdmp_fast.data.generate import write_jpeg_folder
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/distributed.py and friends
 
@@ -71,7 +71,7 @@ def cifar_dirs(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_root(session_cache) -> Path:
-    from sdmp_fast.datasets import FASHION_MNIST_RAW, fashion_mnist_folder
+    from sdmp_fast.data.sources import FASHION_MNIST_RAW, fashion_mnist_folder
     if not FASHION_MNIST_RAW.is_dir():
         pytest.fail(f"Fashion-MNIST is not installed at {FASHION_MNIST_RAW}: run `make setup` "
                     "(apt-get install dataset-fashion-mnist)")
@@ -91,7 +91,7 @@ def betons(image_folder, tmp_path_factory):
 
 def plain_view(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.0):
     """A view with only the crop (and optionally the flip): no colour, blur or solarize."""
-    from sdmp_fast.views import ViewSpec
+    from sdmp_fast.augment.recipes import ViewSpec
     return ViewSpec(size=size, scale=scale, ratio=ratio, flip_p=flip_p, jitter_p=0.0, gray_p=0.0)
 
 

@@ -2,12 +2,12 @@ import torch
 
 from distributed import launch
 from sdmp_fast import dist
-from sdmp_fast.datasets import DataError
+from sdmp_fast.data.folders import DataError
 from sdmp_fast.engine import checkpoint as ckpt
 
 
 def _worker(rank, world, out):
-    from loaders.sharding import rank_batches
+    from sdmp_fast.data.sharding import rank_batches
     from sdmp_fast.config import load_config, resolve
     assert dist.is_dist() and dist.get_rank() == rank and dist.get_world() == world
     res = resolve(load_config(overrides=["data.batch_size=8"]), num_samples=37, world=world, rank=rank)

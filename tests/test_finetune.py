@@ -85,7 +85,7 @@ def test_rand_augment_posterize_to_zero_bits_is_a_black_image():
 def test_shipped_deit_config():
     from pathlib import Path
 
-    from sdmp_fast.eval_config import load_eval_config
+    from sdmp_fast.eval.config import load_eval_config
     from sdmp_fast.finetune import FinetuneConfig, validate
     cfg = load_eval_config(FinetuneConfig, Path(__file__).resolve().parent.parent / "configs" / "eval" / "finetune_deit.yaml")
     validate(cfg)
@@ -115,7 +115,7 @@ def test_label_fraction_and_ood_val(mocov3_run, image_folder, tmp_path):
 def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
     """Logits that always rank class 0 first, then class 2: on a folder of classes 1 and 2, only the logits of those
     two count, so every class_002 image is right and every class_001 image wrong (without the restriction: none)."""
-    from sdmp_fast.eval_config import EvalData
+    from sdmp_fast.eval.config import EvalData
     from sdmp_fast.finetune import Arms, evaluate, ood_split
 
     class Fixed(torch.nn.Module):
@@ -131,7 +131,7 @@ def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
     assert columns == [1, 2]
     arms = Arms({"trained": Fixed()})
     assert evaluate(arms, split, data, torch.device("cpu"), torch.float32, columns)["trained"]["top1"] == 50.0
-    from sdmp_fast.datasets import Split
+    from sdmp_fast.data.folders import Split
     as_training = Split(split.root, ("class_000", "class_001", "class_002"),
                         tuple((p, columns[lab]) for p, lab in split.samples))  # training-class labels, all logits
     assert evaluate(arms, as_training, data, torch.device("cpu"), torch.float32)["trained"]["top1"] == 0.0

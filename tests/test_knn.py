@@ -1,6 +1,6 @@
 import torch
 
-from sdmp_fast.knn import knn_accuracy, knn_classify, topk_accuracy
+from sdmp_fast.eval.knn import knn_accuracy, knn_classify, topk_accuracy
 
 
 def test_knn_on_separable_toy_set():

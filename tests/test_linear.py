@@ -8,7 +8,7 @@ from sdmp_fast.engine import checkpoint as ckpt
 from sdmp_fast.linear import FAST_MODE, main, run
 import sdmp_fast.models  # noqa: F401  (registers the backbones)
 from sdmp_fast.registry import BACKBONES
-from sdmp_fast.probe import accuracy, feature_dim, fit_linear_probe, probe_features
+from sdmp_fast.eval.probe import accuracy, feature_dim, fit_linear_probe, probe_features
 
 TINY = ["data.batch_size=8", "data.num_workers=0", "run.epochs=3"]
 
@@ -120,7 +120,7 @@ def test_bad_input_is_a_clear_error(mocov3_run, tmp_path, capsys, argv, message)
 def test_shipped_protocol_configs():
     from pathlib import Path
 
-    from sdmp_fast.eval_config import load_eval_config
+    from sdmp_fast.eval.config import load_eval_config
     from sdmp_fast.linear import LinearConfig, validate
     root = Path(__file__).resolve().parent.parent / "configs" / "eval"
     for name, protocol, lr, epochs in (("linear_mocov3", "mocov3", 3.0, 90), ("linear_dino", "dino", 0.001, 100)):
@@ -144,7 +144,7 @@ def test_class_subset_and_label_fraction(mocov3_run, tmp_path, capsys):
 
 
 def test_class_subset_follows_the_pretraining_data():
-    from sdmp_fast.eval_config import EvalData, fill_data_defaults
+    from sdmp_fast.eval.config import EvalData, fill_data_defaults
     rec = {"data": {"path": "/d/imagenet", "class_subset": "/d/in100.txt"}}
     assert fill_data_defaults(EvalData(), rec).class_subset == "/d/in100.txt"
     assert fill_data_defaults(EvalData(path="/d/imagenet"), rec).class_subset == "/d/in100.txt"

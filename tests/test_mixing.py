@@ -239,7 +239,7 @@ def test_row_tiling_does_not_change_the_result(monkeypatch, op, fmt):
     x = batch((6, 3, 17, 23), fmt=fmt)
     p = params_for(x, op)
     whole, _ = apply_mix(x, p)
-    monkeypatch.setattr(mixing, "_TILE_ELEMS", {"cpu": 1})          # one row per tile
+    monkeypatch.setattr(mixing.blend, "_TILE_ELEMS", {"cpu": 1})          # one row per tile
     assert torch.equal(apply_mix(x, p)[0], whole)
 
 

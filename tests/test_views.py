@@ -2,7 +2,7 @@ import pytest
 
 from sdmp_fast.config import load_config
 from sdmp_fast.methods.base import method_recipe
-from sdmp_fast.views import dino_recipe
+from sdmp_fast.augment.recipes import dino_recipe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

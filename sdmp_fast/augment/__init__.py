@@ -1,6 +1,6 @@
 """Batched view augmentation on the device: a whole batch of views in a few tensor ops, no per-sample loop.
 
-The recipes of :mod:`sdmp_fast.views` are implemented twice: per sample by the reference loader
+The recipes of :mod:`sdmp_fast.augment.recipes` are implemented twice: per sample by the reference loader
 (``loaders.torch_folder``, torchvision on uint8) and here, vectorised over the batch, on a uint8 canvas
 ``[B, 3, Hmax, Wmax]`` (each image top-left aligned, its true size in ``sizes [B, 2]``), for the loaders
 that decode a whole batch at once (``loaders.nvjpeg``). Two pure functions:
@@ -65,7 +65,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from sdmp_fast.views import EvalSpec, Recipe, ViewSpec
+from sdmp_fast.data.images import EvalSpec
+from sdmp_fast.augment.recipes import Recipe, ViewSpec
 
 __all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "GRAY_WEIGHTS", "JITTER_ORDER"]
 

@@ -25,7 +25,7 @@ def save_atomic(obj: Any, path: str | Path, fault_step: int | None = None) -> Pa
             torch.save(obj, f)
             f.flush()
             if fault_step is not None:
-                from .preempt import fault, kill_now
+                from sdmp_fast.engine.preempt import fault, kill_now
                 if fault("kill_in_checkpoint", fault_step):
                     f.truncate(f.tell() // 2)
                     os.fsync(f.fileno())

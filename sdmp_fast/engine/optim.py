@@ -15,7 +15,6 @@ host sync (multiplying by exactly 1 leaves a gradient bit-identical, so no branc
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 class LARS(torch.optim.Optimizer):

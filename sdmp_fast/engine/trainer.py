@@ -35,7 +35,6 @@ exactly.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -44,36 +43,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sdmp_fast import dist
 from sdmp_fast.config import Config, Resolved, to_dict
-from sdmp_fast.methods.base import Method, StepRandom
-
-from . import checkpoint as ckpt
-from .ema import ema_lerp_
-from .optim import build_optimizer, clip_grad_per_param_
-from .preempt import Preemption, after_step, fault
-from .schedules import at, cosine_to, warmup_cosine
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stopped without writing a checkpoint."""
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``run.precision`` -> dtype: auto = bf16 on CUDA, fp32 on CPU."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype, cache_enabled: bool = True):
-    """Autocast to ``dtype`` on ``device``; nothing for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache_enabled)
+from sdmp_fast.engine import checkpoint as ckpt
+from sdmp_fast.engine.ema import ema_lerp_
+from sdmp_fast.engine.optim import build_optimizer, clip_grad_per_param_
+from sdmp_fast.engine.precision import NonFiniteLoss, autocast_context, autocast_dtype
+from sdmp_fast.engine.preempt import Preemption, after_step, fault
+from sdmp_fast.methods.base import Method
+from sdmp_fast.schedules import at, cosine_to, warmup_cosine
+from sdmp_fast.streams import StepRandom, rank_reseed
 
 
 @dataclass
@@ -130,7 +111,7 @@ class Trainer:
         self.preempt = Preemption()
         self.graph = None
         if cfg.run.cuda_graph:
-            from .graph import GraphStep
+            from sdmp_fast.engine.graph import GraphStep
             method.device_draws = True  # the op and the view swap become device values
             self.graph = GraphStep(self)
 
@@ -205,8 +186,7 @@ class Trainer:
             # another world size: the shared stream continues; the per-rank stream is re-derived from
             # (seed, rank, step), so ranks still differ (the run continues, not bit for bit)
             self.rng.load_state_dict(state["rng"])
-            seq = np.random.SeedSequence([self.cfg.run.seed, self.res.rank, int(state["step"]), 0x5EED])
-            self.rng.local.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(2)))
+            self.rng.local.manual_seed(rank_reseed(self.cfg.run.seed, self.res.rank, int(state["step"])))
             if dist.is_main():
                 print(f"[resume] checkpoint written by {len(ranks) if ranks else 1} rank(s), now {self.res.world}: "
                       "the per-rank random streams are re-seeded", file=sys.stderr)

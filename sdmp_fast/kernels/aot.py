@@ -15,7 +15,7 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 
-from . import augment, mixing
+from sdmp_fast.kernels import augment, mixing
 
 _NORM = {k: "fp32" for k in ("thr", "m0", "m1", "m2", "s0", "s1", "s2")}
 _INTS = lambda *names: {k: "i32" for k in names}  # noqa: E731

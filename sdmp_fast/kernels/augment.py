@@ -15,9 +15,9 @@ import triton.language as tl
 from torch import Tensor
 
 from sdmp_fast.augment import ViewParams, _blur_half, _check_canvas
-from sdmp_fast.views import Recipe, ViewSpec
+from sdmp_fast.augment.recipes import Recipe, ViewSpec
 
-from . import check_launchable, device_guard
+from sdmp_fast.kernels import check_launchable, device_guard
 
 BLOCK = 256  # output pixels per program (times 3 channels)
 

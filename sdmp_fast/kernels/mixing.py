@@ -14,7 +14,7 @@ from torch import Tensor
 
 from sdmp_fast.mixing import OPS, MixParams, sample_mix_params
 
-from . import check_launchable, device_guard
+from sdmp_fast.kernels import check_launchable, device_guard
 
 OP_CODES = {op: code for code, op in enumerate(OPS)}  # mixup 0, cutmix 1, resizemix 2
 BLOCK = 1024

@@ -18,89 +18,13 @@ Hooks with defaults that change nothing (MoCo v3 uses the defaults):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-from sdmp_fast.models.norm import bn_chunks
 from sdmp_fast.registry import METHODS
-from sdmp_fast.views import Recipe
-
-
-class HostStream:
-    """A seeded random stream that lives on the host as plain Python/numpy state (no tensors).
-
-    Drawing from it never touches a tensor, so it can decide host-side things (which mixing op, which
-    view is the query) inside a step that must not synchronise with the device, and it reads the same
-    on every rank. Its state is a dict of ints and strings (checkpoints load it with weights_only).
-    """
-
-    def __init__(self, seed: int):
-        self._gen = np.random.Generator(np.random.PCG64(seed))
-
-    def choice(self, n: int) -> int:
-        """Uniform in 0 .. n-1."""
-        return int(self._gen.integers(n))
-
-    def coin(self) -> bool:
-        """True with probability 1/2."""
-        return bool(self._gen.random() < 0.5)
-
-    def state_dict(self) -> dict:
-        return self._gen.bit_generator.state
-
-    def load_state_dict(self, state) -> None:
-        if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
-            raise ValueError("the checkpoint's shared random stream is not a PCG64 state (a checkpoint written before "
-                             "the host stream existed): it cannot be resumed exactly by this version; start a new run")
-        self._gen.bit_generator.state = state
-
-
-@dataclass
-class StepRandom:
-    """The random streams of a step.
-
-    ``shared``: a host stream seeded identically on every rank (view-swap coin, mixing op): ranks agree
-    without communication, and drawing from it never synchronises with the device.
-    ``local``: a generator on the training device seeded with seed + rank (lambda, boxes): ranks differ.
-    ``shared_device``: a generator on the training device seeded identically on every rank, for the
-    same decisions as ``shared`` when they must be device values (``Method.device_draws``: a captured
-    CUDA graph cannot take host decisions per replay).
-    """
-    shared: HostStream
-    local: torch.Generator
-    shared_device: torch.Generator
-
-    @classmethod
-    def create(cls, seed: int, rank: int, device: torch.device) -> "StepRandom":
-        shared = HostStream(seed * 7919 + 17)
-        local = torch.Generator(device=device).manual_seed(seed * 7919 + 1_000_003 * (rank + 1))
-        shared_device = torch.Generator(device=device).manual_seed(seed * 7919 + 29)
-        return cls(shared, local, shared_device)
-
-    def state_dict(self) -> dict:
-        return {"shared": self.shared.state_dict(), "local": self.local.get_state(),
-                "shared_device": self.shared_device.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.shared.load_state_dict(state["shared"])
-        self.local.set_state(state["local"])
-        self.shared_device.set_state(state["shared_device"])
-
-
-def encode(net: nn.Module, xs: list[torch.Tensor] | tuple[torch.Tensor, ...], fused: bool) -> list[torch.Tensor]:
-    """``[net(x) for x in xs]``; with ``fused`` one forward of the concatenation, BatchNorm per x.
-
-    The fused pass splits every ``ChunkedSyncBatchNorm`` batch into len(xs) chunks (``bn_chunks``), so
-    each view keeps its own statistics and running buffers end as after one forward per view; other
-    layers (LayerNorm, attention, linear) act per sample. The views must have equal batch sizes.
-    """
-    if not fused or len(xs) == 1:
-        return [net(x) for x in xs]
-    with bn_chunks(net, len(xs)):
-        return list(net(torch.cat(list(xs))).chunk(len(xs)))
+from sdmp_fast.augment.recipes import Recipe
+from sdmp_fast.streams import StepRandom
 
 
 class Method(nn.Module):

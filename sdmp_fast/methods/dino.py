@@ -47,15 +47,16 @@ import copy
 import torch
 from torch import nn
 
-from sdmp_fast.engine.schedules import at, warmup_constant
+from sdmp_fast.schedules import at, warmup_constant
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
 from sdmp_fast.kernels import select_mix
 from sdmp_fast.mixing import mix_selected, sample_lam
 from sdmp_fast.models.heads import DINOHead
 from sdmp_fast.registry import METHODS
-from sdmp_fast.views import Recipe, dino_recipe
+from sdmp_fast.augment.recipes import Recipe, dino_recipe
 
-from .base import Method, StepRandom
+from sdmp_fast.methods.base import Method
+from sdmp_fast.streams import StepRandom
 
 NUM_GLOBALS = 2
 

@@ -13,7 +13,7 @@ cross ranks, only keys are gathered.
 
 Fused pass (``run.fused``, default): the base encoder runs once on the concatenated query views
 (baseline [v1; v2], replace [a; b_mix]) and the momentum encoder once on its views ([a; a_mix; b]),
-with per-view BatchNorm statistics (``methods.base.encode``); the keys of all views are gathered in one
+with per-view BatchNorm statistics (``models.norm.encode``); the keys of all views are gathered in one
 all-gather. Equal to one forward per view up to float rounding (tests/methods/test_fast_step.py).
 
 SDMP "extra" variant (Table 9): four views; the full symmetric clean loss on views 1/2 plus the
@@ -32,9 +32,11 @@ from sdmp_fast.kernels import select_mix
 from sdmp_fast.mixing import mix_selected, sample_lam
 from sdmp_fast.models.heads import build_mlp
 from sdmp_fast.registry import METHODS
-from sdmp_fast.views import Recipe, mocov3_recipe
+from sdmp_fast.augment.recipes import Recipe, mocov3_recipe
 
-from .base import Method, StepRandom, encode
+from sdmp_fast.methods.base import Method
+from sdmp_fast.streams import StepRandom
+from sdmp_fast.models.norm import encode
 
 
 class _Encoder(nn.Module):

@@ -1,3 +1,3 @@
 """Backbones (registered in BACKBONES) and projection/prediction heads."""
-from . import resnet, vit  # noqa: F401  (registration side effects)
-from .common import build_backbone  # noqa: F401
+from sdmp_fast.models import resnet, vit  # noqa: F401  (registration side effects)
+from sdmp_fast.models.common import build_backbone  # noqa: F401

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from .norm import ChunkedSyncBatchNorm
+from sdmp_fast.models.norm import ChunkedSyncBatchNorm
 
 
 def build_mlp(num_layers: int, in_dim: int, hidden_dim: int, out_dim: int, last_bn: bool) -> nn.Sequential:

@@ -116,3 +116,16 @@ def bn_chunks(module: nn.Module, chunks: int):
     finally:
         for m, c in zip(layers, old):
             m.chunks = c
+
+
+def encode(net: nn.Module, xs: list[torch.Tensor] | tuple[torch.Tensor, ...], fused: bool) -> list[torch.Tensor]:
+    """``[net(x) for x in xs]``; with ``fused`` one forward of the concatenation, BatchNorm per x.
+
+    The fused pass splits every ``ChunkedSyncBatchNorm`` batch into len(xs) chunks (``bn_chunks``), so
+    each view keeps its own statistics and running buffers end as after one forward per view; other
+    layers (LayerNorm, attention, linear) act per sample. The views must have equal batch sizes.
+    """
+    if not fused or len(xs) == 1:
+        return [net(x) for x in xs]
+    with bn_chunks(net, len(xs)):
+        return list(net(torch.cat(list(xs))).chunk(len(xs)))

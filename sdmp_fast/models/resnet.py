@@ -18,8 +18,8 @@ from torch import nn
 
 from sdmp_fast.registry import BACKBONES
 
-from .common import BackboneSpec, create_timm
-from .norm import convert_batchnorm
+from sdmp_fast.models.common import BackboneSpec, create_timm
+from sdmp_fast.models.norm import convert_batchnorm
 
 
 def cifar_stem(model: nn.Module) -> nn.Module:

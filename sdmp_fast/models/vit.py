@@ -25,7 +25,7 @@ from torch import nn
 
 from sdmp_fast.registry import BACKBONES
 
-from .common import BackboneSpec, create_timm
+from sdmp_fast.models.common import BackboneSpec, create_timm
 
 
 def sincos_pos_embed(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:

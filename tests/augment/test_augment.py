@@ -1,7 +1,7 @@
 """Batched augmentation (sdmp_fast.augment) against torchvision's functional ops and the reference loader.
 
 Stage tests build ViewParams by hand and switch one op on at a time (mean 0, std 1, so a view is the
-[0, 1] image); distribution tests compare sample_view_params with loaders.torch_folder.rrc_params.
+[0, 1] image); distribution tests compare sample_view_params with sdmp_fast.augment.reference.rrc_params.
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import torchvision.transforms.v2.functional as TF
 
 import sdmp_fast.augment as aug
 from images import canvas_of, texture
-from loaders.torch_folder import apply_eval, rrc_params
+from sdmp_fast.data.images import apply_eval
+from sdmp_fast.augment.reference import rrc_params
 from sdmp_fast.augment import ViewParams, apply_views, eval_views, sample_view_params
-from sdmp_fast.views import EvalSpec, Recipe, ViewSpec, dino_recipe, eval_spec, mocov3_recipe
+from sdmp_fast.data.images import EvalSpec, eval_spec
+from sdmp_fast.augment.recipes import Recipe, ViewSpec, dino_recipe, mocov3_recipe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)

@@ -19,7 +19,7 @@ from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.losses import moco_sdmp_loss
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
 from sdmp_fast.methods import build_method
-from sdmp_fast.methods.base import StepRandom
+from sdmp_fast.streams import StepRandom
 from sdmp_fast.models import build_backbone
 
 WORLD, B = 2, 4

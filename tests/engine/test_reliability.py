@@ -138,7 +138,7 @@ def test_fuzzed_structural_damage_always_gives_a_clear_error(betons, image_folde
 
     from loaders.beton import Beton
     from sdmp_fast.config import ConfigError, load_config, to_dict
-    from sdmp_fast.datasets import DataError, scan_folder, verify_images
+    from sdmp_fast.data.folders import DataError, scan_folder, verify_images
     rng = np.random.default_rng(0)
     good = betons["jpg"][0].read_bytes()
     header_end = 24 + 5 * 1041  # header and the five field descriptors

@@ -5,7 +5,7 @@ import torch
 
 from sdmp_fast.engine.ema import ema_update
 from sdmp_fast.engine.optim import LARS, build_optimizer, clip_grad_per_param_
-from sdmp_fast.engine.schedules import cosine_to, warmup_constant, warmup_cosine
+from sdmp_fast.schedules import cosine_to, warmup_constant, warmup_cosine
 
 
 def test_warmup_cosine():

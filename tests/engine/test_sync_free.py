@@ -94,7 +94,8 @@ def test_dino_frozen_last_layer_gets_neither_update_nor_decay():
 STEP_MODULES = {
     "sdmp_fast/methods/base.py": set(), "sdmp_fast/methods/mocov3.py": {"view_grid"},
     "sdmp_fast/methods/dino.py": {"view_grid", "prepare", "__init__"},
-    "sdmp_fast/losses/sdmp.py": set(), "sdmp_fast/losses/dino.py": set(), "sdmp_fast/mixing.py": set(),
+    "sdmp_fast/losses/sdmp.py": set(), "sdmp_fast/losses/dino.py": set(), "sdmp_fast/mixing/params.py": set(),
+    "sdmp_fast/mixing/blend.py": set(), "sdmp_fast/schedules.py": set(), "sdmp_fast/streams.py": {"HostStream", "rank_reseed", "pipeline_seed", "seed_step_streams"},
     "sdmp_fast/engine/ema.py": set(), "sdmp_fast/engine/optim.py": set(), "sdmp_fast/engine/graph.py": set(),
     "sdmp_fast/models/norm.py": set(), "sdmp_fast/models/heads.py": set(),
 }

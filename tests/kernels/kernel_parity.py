@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shar
 from images import canvas_of, texture  # noqa: E402
 from sdmp_fast import augment as aug  # noqa: E402
 from sdmp_fast import mixing  # noqa: E402
-from sdmp_fast.views import Recipe, ViewSpec, dino_recipe, mocov3_recipe  # noqa: E402
+from sdmp_fast.augment.recipes import Recipe, ViewSpec, dino_recipe, mocov3_recipe  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 ID_MEAN, ID_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -327,7 +327,8 @@ def _method_case(kind: str, op: str):
         """An SDMP forward with sdmp.impl=triton equals the one with sdmp.impl=torch (same weights and draws)."""
         from sdmp_fast.config import load_config
         from sdmp_fast.methods import build_method
-        from sdmp_fast.methods.base import StepRandom, method_recipe
+        from sdmp_fast.streams import StepRandom
+        from sdmp_fast.methods.base import method_recipe
         from sdmp_fast.models import build_backbone
         loss = {}
         for impl in ("torch", "triton"):
@@ -355,7 +356,8 @@ def _loader_case(device: str) -> str:
 
     from loaders.nvjpeg import build
     from sdmp_fast.config import load_config
-    from sdmp_fast.datasets import scan_folder, write_jpeg_folder
+    from sdmp_fast.data.folders import scan_folder
+    from sdmp_fast.data.generate import write_jpeg_folder
     with tempfile.TemporaryDirectory() as tmp:
         write_jpeg_folder(Path(tmp) / "train", classes=2, per_class=2, sizes=((37, 29), (24, 40)))
         split, _ = scan_folder(Path(tmp) / "train")

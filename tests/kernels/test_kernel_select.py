@@ -72,8 +72,8 @@ def test_importing_the_kernels_package_imports_no_triton():
 @no_cuda
 def test_nvjpeg_loader_resolves_augment_impl_when_built(monkeypatch, image_folder):
     from loaders.nvjpeg import build
-    from sdmp_fast.datasets import scan_folder
-    from sdmp_fast.views import mocov3_recipe
+    from sdmp_fast.data.folders import scan_folder
+    from sdmp_fast.augment.recipes import mocov3_recipe
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     cfg = load_config(overrides={"data.loader": "nvjpeg", "data.augment_impl": "triton", "data.batch_size": 4})
     split, _ = scan_folder(image_folder / "train")

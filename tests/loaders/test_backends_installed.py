@@ -40,7 +40,7 @@ def test_ffcv_write_and_read_without_jit(image_folder, tmp_path):
     from ffcv.writer import DatasetWriter
     from PIL import Image
 
-    from sdmp_fast.datasets import scan_folder
+    from sdmp_fast.data.folders import scan_folder
 
     split, _ = scan_folder(image_folder / "train")
     samples = [(np.asarray(Image.open(p).convert("RGB").resize((32, 32))), lab) for p, lab in split.samples[:8]]

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from conftest import crop_fractions, plain_view, require
-from loaders.sharding import rank_batches
+from sdmp_fast.data.sharding import rank_batches
 from sdmp_fast.config import load_config
-from sdmp_fast.datasets import scan_folder
-from sdmp_fast.views import Recipe, ViewSpec, dino_recipe, eval_spec, mocov3_recipe
+from sdmp_fast.data.folders import scan_folder
+from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
+from sdmp_fast.data.images import eval_spec
 
 pytestmark = pytest.mark.dali
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -142,7 +143,7 @@ def test_eval_batches_are_deterministic_and_complete(dali, split):
 
 
 def test_fp16_needs_a_gpu_and_bad_sizes_are_refused(dali, split):
-    from sdmp_fast.datasets import DataError
+    from sdmp_fast.data.folders import DataError
     with pytest.raises(DataError, match="dali_fp16 needs a CUDA"):
         dali.DaliLoader(split, mocov3_recipe(32, 0.2, MEAN, STD), 8, 0, 1, CPU, fp16=True)
     with pytest.raises(DataError, match="fewer than one global batch"):

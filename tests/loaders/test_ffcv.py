@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import crop_fractions, plain_view, require
-from loaders.sharding import rank_batches
-from sdmp_fast.datasets import DataError, scan_folder
-from sdmp_fast.views import Recipe, dino_recipe, mocov3_recipe
+from sdmp_fast.data.sharding import rank_batches
+from sdmp_fast.data.folders import DataError, scan_folder
+from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
 
 pytestmark = pytest.mark.ffcv
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from loaders.nvjpeg import NvjpegLoader, cpu_path_files, jpeg_components
-from loaders.sharding import rank_batches
-from sdmp_fast.datasets import DataError, Split, scan_folder
-from sdmp_fast.views import dino_recipe, mocov3_recipe
+from sdmp_fast.data.sharding import rank_batches
+from sdmp_fast.data.folders import DataError, Split, scan_folder
+from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CPU = torch.device("cpu")

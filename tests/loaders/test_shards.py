@@ -6,8 +6,8 @@ import torch
 
 from conftest import require
 from loaders.shards import main as shards_main, read_manifest, write_shards
-from sdmp_fast.datasets import DataError, scan_folder
-from sdmp_fast.views import mocov3_recipe
+from sdmp_fast.data.folders import DataError, scan_folder
+from sdmp_fast.augment.recipes import mocov3_recipe
 
 pytestmark = pytest.mark.dali
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

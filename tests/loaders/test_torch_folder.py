@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from loaders.sharding import rank_batches, steps_per_epoch
+from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
 from loaders.synthetic import SyntheticLoader
-from loaders.torch_folder import FolderLoader, apply_view, rrc_params, sample_generator
-from sdmp_fast.datasets import scan_folder
-from sdmp_fast.views import ViewSpec, dino_recipe, mocov3_recipe
+from loaders.torch_folder import FolderLoader
+from sdmp_fast.augment.reference import apply_view, rrc_params
+from sdmp_fast.streams import sample_generator
+from sdmp_fast.data.folders import scan_folder
+from sdmp_fast.augment.recipes import ViewSpec, dino_recipe, mocov3_recipe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -8,7 +8,8 @@ import loaders  # noqa: F401
 from sdmp_fast.config import load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.methods import build_method
-from sdmp_fast.methods.base import StepRandom, method_recipe
+from sdmp_fast.streams import StepRandom
+from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
 from sdmp_fast.registry import LOADERS
 

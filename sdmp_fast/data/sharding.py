@@ -6,17 +6,11 @@ floor(num_samples / global_batch) steps; the remainder of the epoch is dropped (
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
+from sdmp_fast.streams import epoch_permutation
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
     return num_samples // global_batch
-
-
-def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
-    return torch.randperm(num_samples, generator=g)
 
 
 def rank_batches(num_samples: int, global_batch: int, rank: int, world: int, seed: int, epoch: int,
@@ -27,10 +21,3 @@ def rank_batches(num_samples: int, global_batch: int, rank: int, world: int, see
     n = steps_per_epoch(num_samples, global_batch)
     return [perm[s * global_batch + rank * local: s * global_batch + (rank + 1) * local].tolist()
             for s in range(start_step, n)]
-
-
-def step_generator(seed: int, rank: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
-    """The augmentation stream of the batched loaders (nvjpeg, ffcv) at one step: a function of
-    (seed, rank, epoch, step) only, so a resumed run draws what an uninterrupted one would."""
-    state = np.random.SeedSequence([seed, rank, epoch, step, 0x4A9]).generate_state(2, np.uint32)
-    return torch.Generator(device=device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sdmp_fast.config import ConfigError
-from sdmp_fast.datasets import Split
+from sdmp_fast.data.folders import Split
 from sdmp_fast.export import backbone_from_export, load_export
 
 
@@ -109,22 +109,8 @@ def default_out_dir(p: Pretrained, name: str) -> Path:
 def load_eval_splits(data) -> tuple[Split, Split | None, str]:
     """The splits of an evaluation data config (``path``, ``cache_dir``, ``skip_corrupt``, ``class_subset``), found,
     scanned, restricted and verified as for pretraining (``datasets.load_splits``)."""
-    from sdmp_fast.datasets import load_splits
+    from sdmp_fast.data.splits import load_splits
     return load_splits(data)
-
-
-def labelled_split(train: Split, data) -> tuple[Split, dict | None]:
-    """The labelled training images of a ``LabelledData`` config (``data.label_fraction`` or ``data.label_subset``)
-    and their record for the results (None when every label is used)."""
-    from sdmp_fast.datasets import label_fraction, label_record, label_subset
-    if getattr(data, "label_subset", ""):
-        kept = label_subset(train, data.label_subset)
-        return kept, label_record(kept, train, {"subset_file": data.label_subset})
-    fraction = getattr(data, "label_fraction", 1.0)
-    if fraction >= 1:
-        return train, None
-    kept = label_fraction(train, fraction, data.label_seed)
-    return kept, label_record(kept, train, {"fraction": fraction, "seed": data.label_seed})
 
 
 def labels_note(labels: dict | None) -> str:
@@ -134,4 +120,3 @@ def labels_note(labels: dict | None) -> str:
     how = (f"{100 * labels['fraction']:g} % (data.label_seed {labels['seed']})" if "fraction" in labels
            else f"the images of {labels['subset_file']}")
     return f"; labels: {how}, {labels['images']} of {labels['of']} images, {labels['per_class_min']}+ per class"
-

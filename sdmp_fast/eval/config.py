@@ -62,7 +62,7 @@ def parse_command_line(parser, cls: type[T], aliases: dict[str, str], argv: list
 def cli_main(run, argv: list[str] | None = None) -> int:
     """The commands' ``main``: ``run(argv)``; bad input (config, data, a missing backend) is one ``error:`` line and
     exit code 2."""
-    from sdmp_fast.datasets import DataError
+    from sdmp_fast.data.folders import DataError
     from sdmp_fast.registry import MissingBackend
     try:
         run(argv)

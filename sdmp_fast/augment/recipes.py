@@ -43,13 +43,6 @@ class ViewSpec:
 
 
 @dataclass(frozen=True)
-class EvalSpec:
-    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
-    size: int
-    resize: int
-
-
-@dataclass(frozen=True)
 class Recipe:
     name: str
     views: tuple[ViewSpec, ...]
@@ -85,13 +78,3 @@ def dino_recipe(global_size: int, local_size: int, local_crops: int, global_scal
     g2 = ViewSpec(size=global_size, scale=tuple(global_scale), blur_p=0.1, blur_sigma=sigma, solarize_p=0.2)
     local = ViewSpec(size=local_size, scale=tuple(local_scale), blur_p=0.5, blur_sigma=sigma)
     return Recipe("dino", (g1, g2) + (local,) * local_crops, tuple(mean), tuple(std))
-
-
-def eval_spec(size: int) -> EvalSpec:
-    """Resize 256 / centre crop 224, scaled to ``size``.
-
-    Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
-    objects fill those images and a 224/256 centre crop would cut them.
-    """
-    resize = size if size < 64 else int(round(size * 256 / 224))
-    return EvalSpec(size=size, resize=resize)

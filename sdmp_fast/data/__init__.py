@@ -1,0 +1,1 @@
+"""Image data: folders, the embedded data sets, splits, the sharding rule and the evaluation view."""

@@ -1,0 +1,69 @@
+"""Decoding one image, and the deterministic evaluation view (resize, centre crop, normalise) in batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from sdmp_fast.data.folders import DataError, Split
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """Read an image file as a uint8 ``[3, H, W]`` RGB tensor; errors name the file."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes a DataError naming the file
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); fix or remove it, "
+                        "or set data.skip_corrupt=true to skip unreadable files") from e
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def apply_eval(img: torch.Tensor, spec: EvalSpec, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Deterministic evaluation view: resize the short side, centre crop, normalise."""
+    if spec.resize == spec.size:
+        x = TF.resize(img, [spec.size, spec.size], antialias=True)
+    else:
+        x = TF.center_crop(TF.resize(img, spec.resize, antialias=True), [spec.size, spec.size])
+    return (x.float().div_(255) - mean) / std
+
+
+class _EvalDataset(torch.utils.data.Dataset):
+    def __init__(self, split: Split, indices: Sequence[int], spec: EvalSpec, mean, std):
+        self.split, self.indices, self.spec = split, list(indices), spec
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        path, label = self.split.samples[self.indices[k]]
+        return apply_eval(decode_rgb(path), self.spec, self.mean, self.std), label
+
+
+def eval_batches(split: Split, indices: Sequence[int], spec: EvalSpec, mean, std, batch_size: int,
+                 num_workers: int = 2) -> torch.utils.data.DataLoader:
+    """Deterministic (image, label) batches of ``split[indices]`` in order, for k-NN and linear evaluation."""
+    return torch.utils.data.DataLoader(_EvalDataset(split, indices, spec, mean, std), batch_size=batch_size,
+                                       shuffle=False, num_workers=num_workers, drop_last=False)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
+    size: int
+    resize: int
+
+
+def eval_spec(size: int) -> EvalSpec:
+    """Resize 256 / centre crop 224, scaled to ``size``.
+
+    Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
+    objects fill those images and a 224/256 centre crop would cut them.
+    """
+    resize = size if size < 64 else int(round(size * 256 / 224))
+    return EvalSpec(size=size, resize=resize)
