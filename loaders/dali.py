@@ -176,6 +176,8 @@ class DaliLoader(ShardedLoader):
         ids = [i for b in self.step_ids() for i in b] if self.split is not None else None
         names = [f"view{v}" for v in range(len(self.recipe.views))]
         extra = ["index"] if ids is not None else ["index", "label"]
+        # the plugin copies each output into a torch tensor on the pipeline's device (on a GPU: on the current
+        # stream, overlapped with DALI's prefetching of the next batches)
         it = DALIGenericIterator(self._pipeline(ids), output_map=names + extra, reader_name="Reader",
                                  last_batch_policy=LastBatchPolicy.DROP, auto_reset=False)
         skip = self.start if ids is None else 0   # shards: replay the epoch's first batches on resume
