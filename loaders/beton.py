@@ -1,4 +1,4 @@
-"""Read FFCV ``.beton`` files with numpy and mmap only (no ffcv import: the GPU machines cannot install it).
+"""Read FFCV ``.beton`` files with numpy and mmap only, so that they are read where ffcv is not installed.
 
 The layout (ffcv 1.0.x, format version 2, little-endian): a header (version u2, field count u2, page
 size u4, sample count u8, allocation-table offset u8, C-aligned), one descriptor per field (type id u1,
@@ -35,7 +35,8 @@ class Beton:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise DataError(f"data.beton {str(self.path)!r}: no such file (write one with python -m loaders.write_beton)")
+            raise DataError(f"data.beton {str(self.path)!r}: no such file "
+                            "(write one with python -m loaders.write_beton)")
         file_size = self.path.stat().st_size
         header = np.fromfile(self.path, dtype=HEADER, count=1)
         if len(header) != 1 or int(header[0]["version"]) != VERSION:
@@ -95,7 +96,8 @@ class Beton:
         ptr = int(m["data_ptr"])
         k = int(np.searchsorted(self._ptrs, ptr))
         if k >= len(self._ptrs) or int(self._ptrs[k]) != ptr:
-            raise DataError(f"{self.path}: sample {i}'s image offset {ptr} is not in the allocation table (corrupt file?)")
+            raise DataError(f"{self.path}: sample {i}'s image offset {ptr} is not in the allocation table "
+                            "(corrupt file?)")
         size = int(self._sizes[k])
         data = np.frombuffer(self._map, dtype=np.uint8, count=size, offset=ptr).copy()  # the view is dropped here
         return int(m["mode"]), int(m["height"]), int(m["width"]), data

@@ -1,59 +1,25 @@
-"""The ``ffcv`` loader: FFCV reads and decodes each image ONCE; every view is made from that decode by the
-batched augmentation of :mod:`sdmp_fast.augment` on the training device.
+"""The ``ffcv`` loader: FFCV reads and decodes each image of a ``.beton`` once, into a uint8 canvas; every view is
+made from that decode by the batched augmentation on the training device.
 
-FFCV runs one pipeline per field and can take only one crop from a decode, so FFCV-SSL decodes the JPEG
-again for every view (10 decodes per image for DINO's 2 + 8 crops). Here the image field's pipeline is
-:class:`CanvasDecoder`: it decodes each JPEG (libjpeg-turbo, FFCV's compiled code, in FFCV's threads) into
-a fixed-size uint8 canvas ``[B, Hmax, Wmax, 3]`` (each image top-left aligned; Hmax x Wmax is the largest
-stored image of the file), copied to the device (``ToDevice(non_blocking=True)``, overlapped by FFCV's
-own CUDA streams) when there is a GPU. The true size of each decoded image is the ``height``/``width`` of the
-image field's metadata (the size stored in the .beton, after ``--max-resolution``), looked up by the
-sample index from a table on the device. Then ``augment.sample_view_params`` + ``augment.apply_views`` make
-every view of the recipe (ffcv 1.0.2 has no grayscale, solarize, blur or hue operators anyway).
-
-Differences from the reference (``torch``) augmentation distribution:
-
-* crop boxes are drawn relative to the STORED image. ``write_beton`` caps the longer side at
-  ``--max-resolution`` (default 400) keeping the aspect ratio (up to FFCV's truncation to whole pixels),
-  so the crop's area fraction and aspect ratio have the reference distribution up to that rounding; what
-  changes is the pixel budget: a crop of a large original is resized from fewer pixels (more upsampling
-  for large views of small crops). ``benchmarks/throughput.py --only ffcv_dist`` measures the crop-area
-  and aspect histograms against the ``torch`` loader's (``docs/performance.md``);
-* the JPEG was re-encoded by the converter (quality 90 by default): small pixel differences;
-* colour jitter runs in a fixed order (see :mod:`sdmp_fast.augment`).
-
-Order and sharding: ``data.order=random`` follows the sharding rule every loader shares
-(``sdmp_fast.data.sharding``): the same sample ids per step and rank as the ``torch``, ``dali`` and ``nvjpeg``
-loaders, equal steps on every rank, full batches only. It is installed as FFCV's traversal order, so FFCV's
-page scheduling sees it. ``data.order=quasi_random`` is FFCV's page-local order (for data larger than RAM,
-with ``data.os_cache=false``); FFCV does not support it with several processes, so it is rejected then.
-A resumed run skips the steps already done in the epoch (both orders are functions of seed and epoch).
-
-Randomness of the views: one generator per step seeded from (seed, rank, epoch, step), as the nvjpeg loader.
-
-The GPU machines this project is tested on cannot install ffcv; the ``ToDevice`` hand-off has not run on a
-GPU here (the CPU path, without ``ToDevice``, is what the tests exercise). ``--loader nvjpeg data.beton=``
-reads the same file without ffcv and decodes on the GPU.
+FFCV runs one pipeline per field and takes one crop per decode, so FFCV-SSL decodes a JPEG again for every view
+(10 decodes per image for DINO's 2 + 8 crops); here the image field's pipeline is :class:`CanvasDecoder`.
+Written by ``python -m loaders.write_beton``; ``--loader nvjpeg data.beton=`` reads the same file without ffcv.
 """
 from __future__ import annotations
 
 import queue
-import threading
 from dataclasses import replace
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from sdmp_fast.augment import sample_view_params
-from sdmp_fast.kernels import select_apply_views
+from loaders.base import CanvasLoader
+from loaders.beton import Beton
+from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.batch import Batch
 from sdmp_fast.data.folders import DataError
 from sdmp_fast.data.splits import refuse_class_subset
-from sdmp_fast.augment.recipes import Recipe
-
-from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
-from sdmp_fast.streams import step_generator
 
 _torch_threads = torch.get_num_threads()  # importing ffcv sets torch's CPU threads to 1 (see _keep_torch_threads)
 try:
@@ -61,7 +27,8 @@ try:
     from ffcv.fields.rgb_image import IMAGE_MODES, SimpleRGBImageDecoder
     from ffcv.libffcv import imdecode, memcpy
     from ffcv.loader import Loader, OrderOption
-    from ffcv.loader.epoch_iterator import IS_CUDA as FFCV_CUDA, EpochIterator
+    from ffcv.loader.epoch_iterator import IS_CUDA as FFCV_CUDA
+    from ffcv.loader.epoch_iterator import EpochIterator
     from ffcv.pipeline.allocation_query import AllocationQuery
     from ffcv.pipeline.compiler import Compiler
     from ffcv.transforms import ToDevice, ToTensor
@@ -92,17 +59,36 @@ def _keep_torch_threads() -> None:
 
 _keep_torch_threads()
 IMAGE, LABEL, INDEX = "image", "label", "index"
-_THREAD_ERRORS: dict = {}  # ffcv loading thread -> the exception that ended it
-_previous_excepthook = threading.excepthook
 
 
-def _record_loader_errors(args) -> None:
-    if isinstance(args.thread, EpochIterator):
-        _THREAD_ERRORS[args.thread] = args.exc_value
-    _previous_excepthook(args)
+class _EpochIterator(EpochIterator):
+    """ffcv's loading thread of one epoch, keeping the exception that ended it for the consumer to raise."""
+
+    error: BaseException | None = None
+
+    def run(self):
+        try:
+            super().run()
+        except BaseException as e:
+            self.error = e
+            raise  # the thread's exception is still reported by threading.excepthook, as any other thread's
 
 
-threading.excepthook = _record_loader_errors
+class _Loader(Loader):
+    """ffcv's Loader with the body of ffcv 1.0.2's ``Loader.__iter__``, building an :class:`_EpochIterator`.
+
+    ffcv's own iterator hides why its thread died. A subclass rather than a process-wide ``threading.excepthook``:
+    it sees only these loaders' threads, and importing this module replaces nothing global.
+    """
+
+    def __iter__(self):
+        Compiler.set_num_threads(self.num_workers)
+        order = self.next_traversal_order()
+        selected = order[:len(self) * self.batch_size]
+        self.next_epoch += 1
+        if self.code is None or self.recompile:
+            self.generate_code()
+        return _EpochIterator(self, selected)
 
 
 class CanvasDecoder(SimpleRGBImageDecoder):
@@ -149,8 +135,13 @@ class CanvasDecoder(SimpleRGBImageDecoder):
 
 
 class _Order(TraversalOrder):
-    """This rank's sample ids of an epoch, from ``start`` on: the shared sharding rule, or FFCV's quasi-random
-    order (one process) cut to whole batches."""
+    """This rank's sample ids of an epoch from the owner's start step, installed as FFCV's traversal order so that
+    FFCV's page scheduling sees it.
+
+    ``data.order=random``: the sharding rule every loader shares (the same ids per step and rank as the other
+    loaders). ``quasi_random``: FFCV's page-local order (data larger than RAM, with ``data.os_cache=false``), cut to
+    whole batches; FFCV supports it in one process only.
+    """
 
     def __init__(self, loader, owner: "FfcvLoader"):
         super().__init__(loader)
@@ -160,76 +151,75 @@ class _Order(TraversalOrder):
     def sample_order(self, epoch: int) -> np.ndarray:
         o = self.owner
         if self.quasi is None:
-            steps = rank_batches(o.num_samples, o.global_batch, o.rank, o.world, o.seed, epoch, o.start)
-            return np.asarray([i for ids in steps for i in ids], dtype=np.uint64)
+            return np.asarray([i for ids in o.step_ids(epoch) for i in ids], dtype=np.uint64)
         full = np.asarray(self.quasi.sample_order(epoch), dtype=np.uint64)[:len(o) * o.batch_size]
         return full[o.start * o.batch_size:]
 
 
-class FfcvLoader:
-    """FFCV decode-once loader over a ``.beton`` written by ``python -m loaders.write_beton``."""
+def _check_options(order: str, world: int, os_cache: bool) -> None:
+    if order not in ("random", "quasi_random"):
+        raise DataError(f"data.order = {order!r}: choose random or quasi_random")
+    if order == "quasi_random" and world > 1:
+        raise DataError("data.order=quasi_random: ffcv does not support its quasi-random order with several "
+                        f"processes (world size {world}); use data.order=random (the shared sharding rule)")
+    if order == "quasi_random" and os_cache:
+        raise DataError("data.order=quasi_random works with ffcv's process cache only (it schedules the pages "
+                        "it loads): set data.os_cache=false")
+
+
+def _read_header(path: str) -> tuple[int, int, np.ndarray]:
+    """(samples, classes, stored (h, w) [N, 2]) of a .beton, with clear errors for a missing or foreign file
+    before ffcv reads it."""
+    beton = Beton(path)
+    try:
+        fields = beton.fields
+        missing = [f for f in (IMAGE, LABEL, INDEX) if f not in fields]
+        if missing or fields[IMAGE] != 2:
+            raise DataError(f"{path}: needs an RGB image field {IMAGE!r} and int fields {LABEL!r}, {INDEX!r} "
+                            f"(found {fields}); write it with python -m loaders.write_beton")
+        meta = beton.metadata[IMAGE]
+        sizes = np.stack([meta["height"], meta["width"]], 1).astype(np.int64)
+        return len(beton), int(beton.ints(LABEL).max()) + 1, sizes
+    finally:
+        beton.close()
+
+
+class FfcvLoader(CanvasLoader):
+    """FFCV decode-once loader over a ``.beton`` written by ``python -m loaders.write_beton``.
+
+    Crop boxes are drawn relative to the STORED image, whose longer side ``write_beton`` capped at
+    ``--max-resolution`` (aspect ratio kept up to FFCV's whole pixels): the crops' area fraction and aspect ratio
+    keep the reference distribution, but a crop of a large original is resized from fewer pixels. The JPEGs were
+    re-encoded by the writer (quality 90 by default): small pixel differences from the folder.
+    """
 
     def __init__(self, path: str, recipe: Recipe, global_batch: int, rank: int, world: int, device: torch.device,
                  seed: int = 0, num_workers: int = 0, order: str = "random", os_cache: bool = True,
                  batches_ahead: int = 2, augment_impl: str = "torch"):
-        from loaders.beton import Beton
-        self.path = path
-        self.recipe, self.device = recipe, torch.device(device)
-        self.apply_views = select_apply_views(augment_impl)  # data.augment_impl, chosen once
-        self.global_batch, self.batch_size = global_batch, global_batch // world
-        self.rank, self.world, self.seed, self.order = rank, world, seed, order
-        if order not in ("random", "quasi_random"):
-            raise DataError(f"data.order = {order!r}: choose random or quasi_random")
-        if order == "quasi_random" and world > 1:
-            raise DataError("data.order=quasi_random: ffcv does not support its quasi-random order with several "
-                            f"processes (world size {world}); use data.order=random (the shared sharding rule)")
-        if order == "quasi_random" and os_cache:
-            raise DataError("data.order=quasi_random works with ffcv's process cache only (it schedules the pages "
-                            "it loads): set data.os_cache=false")
-        beton = Beton(path)  # clear errors for a missing or foreign file, before ffcv reads it
-        try:
-            fields = beton.fields
-            missing = [f for f in (IMAGE, LABEL, INDEX) if f not in fields]
-            if missing or fields[IMAGE] != 2:
-                raise DataError(f"{path}: needs an RGB image field {IMAGE!r} and int fields {LABEL!r}, {INDEX!r} "
-                                f"(found {fields}); write it with python -m loaders.write_beton")
-            meta = beton.metadata[IMAGE]
-            sizes = np.stack([meta["height"], meta["width"]], 1).astype(np.int64)
-            self.num_samples = len(beton)
-            self.num_classes = int(beton.ints(LABEL).max()) + 1
-        finally:
-            beton.close()
-        if steps_per_epoch(self.num_samples, global_batch) < 1:
-            raise DataError(f"{path}: {self.num_samples} images are fewer than one global batch ({global_batch}); "
-                            "lower data.batch_size")
+        _check_options(order, world, os_cache)
+        self.path, self.order = path, order
+        num_samples, self.num_classes, sizes = _read_header(path)
+        super().__init__(recipe, device, augment_impl, num_samples=num_samples, global_batch=global_batch,
+                         rank=rank, world=world, seed=seed, source=path)
         self.sizes = torch.from_numpy(sizes).to(self.device)  # [N, 2] stored (h, w), indexed by sample id
         cuda = self.device.type == "cuda"
-        tail = [ToTensor()] + ([ToDevice(self.device, non_blocking=True)] if cuda else [])
-        pipelines = {IMAGE: [CanvasDecoder()] + tail, LABEL: [IntDecoder()] + list(tail),
-                     INDEX: [IntDecoder()] + [ToTensor()] + ([ToDevice(self.device, non_blocking=True)] if cuda else []),
-                     "height": None, "width": None}
-        self.epoch, self.start = 0, 0
-        self.loader = Loader(str(path), batch_size=self.batch_size, num_workers=num_workers,
-                             os_cache=os_cache, order=OrderOption.SEQUENTIAL, pipelines=pipelines,
-                             drop_last=True, batches_ahead=max(1, batches_ahead), seed=seed)
+
+        def tail():  # on a GPU ToDevice copies each batch on ffcv's own CUDA streams, overlapped with the step
+            return [ToTensor()] + ([ToDevice(self.device, non_blocking=True)] if cuda else [])
+
+        pipelines = {IMAGE: [CanvasDecoder(), *tail()], LABEL: [IntDecoder(), *tail()],
+                     INDEX: [IntDecoder(), *tail()], "height": None, "width": None}
+        self.loader = _Loader(str(path), batch_size=self.batch_size, num_workers=num_workers,
+                              os_cache=os_cache, order=OrderOption.SEQUENTIAL, pipelines=pipelines,
+                              drop_last=True, batches_ahead=max(1, batches_ahead), seed=seed)
         self.loader.traversal_order = _Order(self.loader, self)
         self.loader.first_traversal_order = np.zeros(len(self) * self.batch_size, dtype=np.uint64)  # its __len__
         self.outputs = list(self.loader.pipeline_specs)  # the order of FFCV's outputs
 
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.global_batch)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch, self.start = epoch, start_step
-
     def make_batch(self, step: int, canvas: torch.Tensor, index: torch.Tensor, label: torch.Tensor) -> Batch:
         """Views of one decoded batch (``canvas`` [B, Hmax, Wmax, 3] uint8 on the device)."""
         index, label = index.to(torch.int64), label.to(torch.int64)
-        sizes = self.sizes[index]
-        gen = step_generator(self.seed, self.rank, self.epoch, step, self.device)
-        params = sample_view_params(self.recipe, sizes, gen)
-        views = self.apply_views(canvas.permute(0, 3, 1, 2), sizes, params, self.recipe)
-        return Batch(views=views, index=index, label=label)
+        return self.canvas_batch(step, canvas.permute(0, 3, 1, 2), self.sizes[index], index, label)
 
     def decoded(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(step, canvas [B, Hmax, Wmax, 3] uint8, index [B], label [B]) of this epoch from the start step, as
@@ -239,7 +229,7 @@ class FfcvLoader:
         here the queue is read with a timeout and a dead thread's exception is raised in this thread instead.
         """
         self.loader.next_epoch = self.epoch  # the traversal order of this epoch, from self.start
-        it = iter(self.loader)  # ffcv's EpochIterator: a thread, already started
+        it = iter(self.loader)  # an _EpochIterator: a thread, already started
         try:
             k = 0  # batches delivered
             while True:
@@ -248,12 +238,7 @@ class FfcvLoader:
                 except queue.Empty:
                     if it.is_alive():
                         continue
-                    err = _THREAD_ERRORS.pop(it, None)
-                    ids = (f", samples {rank_batches(self.num_samples, self.global_batch, self.rank, self.world, self.seed, self.epoch, self.start + k)[0]}"
-                           if self.order == "random" else "")
-                    raise DataError(f"{self.path}: ffcv's loading thread stopped at step {self.start + k} of epoch "
-                                    f"{self.epoch}{ids} ({type(err).__name__}: {err}); if an image is damaged, "
-                                    "write the .beton again from the source folder") from err
+                    raise self._stopped(self.start + k, it.error) from it.error
                 if item is None:
                     return
                 slot, out = item
@@ -264,6 +249,12 @@ class FfcvLoader:
                 k += 1
         finally:
             it.close()
+
+    def _stopped(self, step: int, err: BaseException | None) -> DataError:
+        ids = f", samples {self.step_ids(start_step=step)[0]}" if self.order == "random" else ""
+        return DataError(f"{self.path}: ffcv's loading thread stopped at step {step} of epoch {self.epoch}{ids} "
+                         f"({type(err).__name__}: {err}); if an image is damaged, write the .beton again from the "
+                         "source folder")
 
     def __iter__(self) -> Iterator[Batch]:
         for step, canvas, index, label in self.decoded():

@@ -1,25 +1,8 @@
-"""The ``nvjpeg`` loader: JPEG bytes decoded a batch at a time by ``torchvision.io.decode_jpeg`` on the GPU
-(nvJPEG), then every view made by the batched augmentation of ``sdmp_fast.augment``. No DALI needed.
+"""The ``nvjpeg`` loader: JPEGs decoded a batch at a time by ``torchvision.io.decode_jpeg`` (nvJPEG on a GPU, the
+same call on the CPU otherwise), then every view made by the batched augmentation on the device. No DALI needed.
 
-Per step: read this rank's files (``sdmp_fast.data.sharding``, the same samples as the other loaders), decode
-the whole batch in one ``decode_jpeg(list, device=...)`` call (on the CPU when there is no GPU: the same
-code path), pack the images into a uint8 canvas ``[B, 3, Hmax, Wmax]`` with their true sizes, and run
-``augment.sample_view_params`` + ``augment.apply_views`` on the device. A background thread prepares
-up to ``data.prefetch`` batches ahead, on its own CUDA stream on a GPU (the training stream waits
-for that batch's event only), so reading and decoding overlap with training.
-
-``data.beton=PATH`` reads the JPEG (or raw) bytes from an FFCV ``.beton`` instead of the folder, with
-``loaders.beton`` (numpy + mmap, no ffcv import): FFCV's packed sequential storage with GPU decoding.
-
-Files that nvJPEG cannot take are found once, before training, by reading each file's header (the
-index is cached beside the folder verification): non-JPEG data under a JPEG name (ImageNet has a PNG
-named ``.JPEG``) and CMYK/YCCK JPEGs (ImageNet has 22) are decoded by PIL on the CPU and joined to the
-batch. If a batch decode fails, the batch is decoded image by image so the error names the file.
-torchvision >= 0.29 deprecates its decoders in favour of TorchCodec; that warning is filtered here,
-explicitly and only around these calls.
-
-Randomness: the augmentation generator of each step is seeded from (seed, rank, epoch, step): the
-per-rank stream, and a resumed run sees exactly the batches an uninterrupted one would.
+The bytes come from the folder's files or, with ``data.beton=PATH``, from an FFCV ``.beton`` read by
+:mod:`loaders.beton` (numpy + mmap, no ffcv import): FFCV's packed storage with GPU decoding.
 """
 from __future__ import annotations
 
@@ -34,21 +17,20 @@ from typing import Iterator
 
 import torch
 
-from sdmp_fast.augment import sample_view_params
-from sdmp_fast.kernels import select_apply_views
-from sdmp_fast.batch import Batch
-from sdmp_fast.data.folders import DataError, Split
-from sdmp_fast.data.splits import refuse_class_subset, training_split
+from loaders.base import CanvasLoader
+from loaders.beton import RAW, Beton
 from sdmp_fast.augment.recipes import Recipe
-
-from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
-from sdmp_fast.streams import step_generator
+from sdmp_fast.batch import Batch
+from sdmp_fast.data.folders import DataError, Split, default_cache_dir
+from sdmp_fast.data.images import decode_rgb
+from sdmp_fast.data.splits import refuse_class_subset, training_split
 
 _TV_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
 
 @contextlib.contextmanager
 def _quiet_decoder():
+    """torchvision >= 0.29 deprecates its decoders in favour of TorchCodec: silence that warning, only around them."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_TV_DEPRECATION, category=DeprecationWarning)
         yield
@@ -77,7 +59,11 @@ def jpeg_components(head: bytes) -> int:
 
 
 def cpu_path_files(split: Split, cache_dir: str | Path | None = None, head_bytes: int = 65536) -> set[int]:
-    """Sample ids nvJPEG cannot decode (not JPEG, or not 1/3-component); cached by the split's file list."""
+    """Sample ids nvJPEG cannot decode, found once from each file's header and cached by the split's file list.
+
+    Non-JPEG data under a JPEG name (ImageNet has a PNG named ``.JPEG``) and CMYK/YCCK JPEGs (ImageNet has 22)
+    are decoded by PIL on the CPU and joined to their batch.
+    """
     key = hashlib.sha1("\n".join(p for p, _ in split.samples).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"nvjpeg_index_{key}.json" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -100,7 +86,8 @@ def decode_batch(items: list[torch.Tensor], names: list[str], device: torch.devi
 
     ``items[k]`` is either encoded JPEG bytes (1-D uint8: all of them are decoded by one batched
     ``decode_jpeg`` call) or an already decoded [3, h, w] image (CPU-path files, raw .beton images).
-    ``names`` label the items in errors.
+    ``names`` label the items in errors: when the batched call fails, the batch is decoded item by item so
+    that the error names the file.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
     out = [x.to(device) if x.dim() == 3 else None for x in items]
@@ -139,50 +126,41 @@ def pack(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return canvas, sizes
 
 
-class NvjpegLoader:
-    """Batched GPU (or CPU) JPEG decoding + batched augmentation; yields :class:`Batch` on ``device``."""
+class NvjpegLoader(CanvasLoader):
+    """Batched GPU (or CPU) JPEG decoding + batched augmentation; yields :class:`Batch` on ``device``.
+
+    A background thread prepares up to ``prefetch`` batches ahead, on its own CUDA stream on a GPU (the training
+    stream waits for that batch's event only), so reading and decoding overlap with training.
+    """
 
     def __init__(self, split: Split | None, recipe: Recipe, global_batch: int, rank: int, world: int,
                  device: torch.device, seed: int = 0, prefetch: int = 2, cache_dir: str | Path | None = None,
-                 beton=None, augment_impl: str = "torch"):
+                 beton: Beton | None = None, augment_impl: str = "torch"):
         if (split is None) == (beton is None):
             raise ValueError("NvjpegLoader reads either a folder split or a .beton (loaders.beton.Beton)")
-        self.split, self.beton, self.recipe, self.device = split, beton, recipe, torch.device(device)
-        self.apply_views = select_apply_views(augment_impl)  # data.augment_impl, chosen once
-        self.global_batch, self.batch_size = global_batch, global_batch // world
-        self.rank, self.world, self.seed, self.prefetch = rank, world, seed, max(1, prefetch)
+        self.split, self.beton, self.prefetch = split, beton, max(1, prefetch)
         if split is not None:
-            self.num_samples, self.num_classes, where = len(split), len(split.classes), split.root
+            num_samples, self.num_classes, source = len(split), len(split.classes), split.root
             self.paths = [p for p, _ in split.samples]
             self.labels = torch.as_tensor(split.labels)
-            self.cpu_ids = cpu_path_files(split, cache_dir)
         else:
-            self.num_samples, where = len(beton), beton.path
+            num_samples, source = len(beton), beton.path
             self.labels = torch.as_tensor(beton.ints("label"))
             self.num_classes = int(self.labels.max()) + 1
             self.image_field = beton.image_field()
-        if steps_per_epoch(self.num_samples, global_batch) < 1:
-            raise DataError(f"{where}: {self.num_samples} images are fewer than one global batch ({global_batch}); "
-                            "lower data.batch_size")
-        self.epoch, self.start = 0, 0
-
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.global_batch)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch, self.start = epoch, start_step
+        super().__init__(recipe, device, augment_impl, num_samples=num_samples, global_batch=global_batch,
+                         rank=rank, world=world, seed=seed, source=source)
+        self.cpu_ids = cpu_path_files(split, cache_dir) if split is not None else set()
 
     def _encoded(self, ids: list[int]) -> tuple[list[torch.Tensor], list[str]]:
         """Per sample: JPEG bytes for nvJPEG, or the decoded image (CPU-path files, raw .beton images)."""
         items, names = [], []
         if self.beton is None:
-            from sdmp_fast.data.images import decode_rgb
             for i in ids:
                 path = self.paths[i]
                 items.append(decode_rgb(path) if i in self.cpu_ids else read_encoded(path))
                 names.append(path)
             return items, names
-        from loaders.beton import RAW
         for i in ids:
             mode, h, w, data = self.beton.image(i, self.image_field)
             buf = torch.from_numpy(data)
@@ -191,18 +169,13 @@ class NvjpegLoader:
         return items, names
 
     def make_batch(self, step: int, ids: list[int]) -> Batch:
-        """The Batch of one step (decode, pack, augment on the device)."""
-        images = decode_batch(*self._encoded(ids), self.device)
-        canvas, sizes = pack(images)
-        gen = step_generator(self.seed, self.rank, self.epoch, step, self.device)
-        params = sample_view_params(self.recipe, sizes, gen)
-        views = self.apply_views(canvas, sizes, params, self.recipe)
+        """The Batch of one step of the current epoch (read, decode, pack, augment on the device)."""
+        canvas, sizes = pack(decode_batch(*self._encoded(ids), self.device))
         index = torch.tensor(ids, dtype=torch.int64)
-        return Batch(views=views, index=index.to(self.device), label=self.labels[index].to(self.device))
+        return self.canvas_batch(step, canvas, sizes, index.to(self.device), self.labels[index].to(self.device))
 
     def __iter__(self) -> Iterator[Batch]:
-        steps = rank_batches(self.num_samples, self.global_batch, self.rank, self.world, self.seed, self.epoch,
-                             self.start)
+        steps = self.step_ids()
         cuda = self.device.type == "cuda"
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
@@ -252,10 +225,8 @@ class NvjpegLoader:
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
           split: Split | None = None) -> NvjpegLoader:
     """Build the nvjpeg loader for ``split`` (default: the training split of ``data.path``)."""
-    from sdmp_fast.data.folders import default_cache_dir
     beton = None
     if cfg.data.beton:
-        from loaders.beton import Beton
         refuse_class_subset(cfg.data, f"the .beton {cfg.data.beton}")
         beton, split = Beton(cfg.data.beton), None
     else:

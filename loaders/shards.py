@@ -4,7 +4,7 @@
 
 writes ``OUT/<split>/shard-000000.tar`` ... with one DALI index file per tar (``.idx``, made by DALI's
 ``wds2idx``) and ``OUT/<split>/manifest.json`` (classes, sample count, shards). Sample ``i`` of the
-scanned folder (the order of ``datasets.scan_folder``) is stored under the key ``%09d`` with three
+scanned folder (the order of ``sdmp_fast.data.folders.scan_folder``) is stored under the key ``%09d`` with three
 members: ``.img`` (the original encoded bytes: DALI's decoder reads the format from the content),
 ``.cls`` (the class id) and ``.idx`` (``i``), both little-endian int32, so a loader knows each sample's
 index and label without the folder. Every image is decoded once first (``verify_images``), so no

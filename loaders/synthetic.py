@@ -9,6 +9,7 @@ from typing import Iterator
 
 import torch
 
+from loaders.base import ShardedLoader
 from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.batch import Batch
 from sdmp_fast.streams import synthetic_generator
@@ -17,25 +18,17 @@ NUM_SAMPLES = 51_200  # nominal epoch length (samples), so epochs and schedules 
 NUM_CLASSES = 10
 
 
-class SyntheticLoader:
+class SyntheticLoader(ShardedLoader):
     def __init__(self, recipe: Recipe, global_batch: int, rank: int, world: int, device: torch.device,
                  seed: int = 0, num_samples: int = NUM_SAMPLES, dtype: torch.dtype = torch.float32):
-        self.recipe, self.rank, self.world, self.device = recipe, rank, world, torch.device(device)
-        self.global_batch, self.batch_size = global_batch, global_batch // world
-        self.num_samples, self.seed, self.dtype = num_samples, seed, dtype
+        super().__init__(num_samples, global_batch, rank, world, seed, source="synthetic data")
+        self.recipe, self.device, self.dtype = recipe, torch.device(device), dtype
         self.num_classes = NUM_CLASSES
-        self._epoch, self._start = 0, 0
-
-    def __len__(self) -> int:
-        return self.num_samples // self.global_batch
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self._epoch, self._start = epoch, start_step
 
     def __iter__(self) -> Iterator[Batch]:
         b = self.batch_size
-        for step in range(self._start, len(self)):
-            g = synthetic_generator(self.seed, self._epoch, step, self.rank, self.device)
+        for step in range(self.start, len(self)):
+            g = synthetic_generator(self.seed, self.epoch, step, self.rank, self.device)
             views = [torch.randn(b, 3, s, s, generator=g, device=self.device, dtype=self.dtype)
                      .contiguous(memory_format=torch.channels_last) for s in self.recipe.sizes]
             first = step * self.global_batch + self.rank * b
@@ -44,5 +37,7 @@ class SyntheticLoader:
             yield Batch(views=views, index=index, label=label)
 
 
-def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu", split: str = "train") -> SyntheticLoader:
+def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
+          split=None) -> SyntheticLoader:
+    """Build the synthetic loader (``split`` is not used: the data is made here)."""
     return SyntheticLoader(recipe, cfg.data.batch_size, rank, world, torch.device(device), seed=cfg.run.seed)

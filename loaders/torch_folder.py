@@ -1,14 +1,9 @@
-"""The ``torch`` reference loader: ImageNet-style folder, PIL decode, per-sample torch augmentation.
+"""The ``torch`` reference loader: ImageNet-style folder, PIL decode, per-sample torch augmentation in workers.
 
-Slow and correct: it defines the augmentation distribution the fast loaders are checked against.
-Each sample's randomness comes from a generator seeded with (seed, epoch, sample index), so the
-views do not depend on the number of workers or on scheduling, and a run resumed at (epoch, step)
-sees exactly the batches an uninterrupted run would.
-
-Operations run on uint8 tensors with torchvision's functional ops (``torchvision.transforms.v2.functional``):
-RandomResizedCrop with torchvision's parameter sampling (10 tries, then the centre-crop fallback) and
-antialiased bilinear resize; colour jitter in a random order (torchvision's ColorJitter semantics);
-grayscale; Gaussian blur with kernel size 2*ceil(3 sigma)+1; solarize; flip; then float and normalise.
+Slow and correct: it defines the augmentation distribution the fast loaders are checked against
+(:mod:`sdmp_fast.augment.reference`). Each sample's randomness comes from a generator seeded with
+(seed, epoch, sample index), so the views depend neither on the number of workers nor on scheduling,
+and a run resumed at (epoch, step) sees exactly the batches an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -16,14 +11,13 @@ from typing import Iterator
 
 import torch
 
-from sdmp_fast.batch import Batch
-from sdmp_fast.data.folders import DataError, Split
-from sdmp_fast.data.splits import training_split
+from loaders.base import ShardedLoader
 from sdmp_fast.augment.recipes import Recipe
-
-from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
 from sdmp_fast.augment.reference import apply_view
+from sdmp_fast.batch import Batch
+from sdmp_fast.data.folders import Split
 from sdmp_fast.data.images import decode_rgb
+from sdmp_fast.data.splits import training_split
 from sdmp_fast.streams import sample_generator
 
 
@@ -49,47 +43,38 @@ class _ViewDataset(torch.utils.data.Dataset):
 
 def _collate(items) -> Batch:
     nviews = len(items[0][0])
-    views = [torch.stack([it[0][v] for it in items]).contiguous(memory_format=torch.channels_last) for v in range(nviews)]
+    views = [torch.stack([it[0][v] for it in items]).contiguous(memory_format=torch.channels_last)
+             for v in range(nviews)]
     return Batch(views=views, index=torch.tensor([it[1] for it in items]), label=torch.tensor([it[2] for it in items]))
 
 
 class _EpochBatches(torch.utils.data.Sampler):
-    """Yields this rank's lists of (epoch, index) keys; set_epoch() picks the epoch and start step."""
+    """The loader's lists of (epoch, index) keys for the epoch and start step of its last ``set_epoch``."""
 
-    def __init__(self, num_samples: int, global_batch: int, rank: int, world: int, seed: int):
-        self.num_samples, self.global_batch, self.rank, self.world, self.seed = num_samples, global_batch, rank, world, seed
-        self.epoch, self.start = 0, 0
+    def __init__(self, owner: ShardedLoader):
+        self.owner = owner
 
     def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.global_batch) - self.start
+        return len(self.owner) - self.owner.start
 
     def __iter__(self):
-        for ids in rank_batches(self.num_samples, self.global_batch, self.rank, self.world, self.seed, self.epoch, self.start):
-            yield [(self.epoch, i) for i in ids]
+        epoch = self.owner.epoch
+        for ids in self.owner.step_ids():
+            yield [(epoch, i) for i in ids]
 
 
-class FolderLoader:
+class FolderLoader(ShardedLoader):
     """Reference loader over a scanned :class:`Split`; yields :class:`Batch` on ``device``."""
 
     def __init__(self, split: Split, recipe: Recipe, global_batch: int, rank: int, world: int,
                  device: torch.device, seed: int = 0, num_workers: int = 2):
+        super().__init__(len(split), global_batch, rank, world, seed, source=split.root)
         self.split, self.recipe, self.device = split, recipe, torch.device(device)
-        self.global_batch, self.batch_size = global_batch, global_batch // world
-        self.num_samples, self.num_classes = len(split), len(split.classes)
-        if steps_per_epoch(len(split), global_batch) < 1:
-            raise DataError(f"{split.root}: {len(split)} images are fewer than one global batch ({global_batch}); "
-                            "lower data.batch_size")
-        self.sampler = _EpochBatches(len(split), global_batch, rank, world, seed)
+        self.num_classes = len(split.classes)
         self.loader = torch.utils.data.DataLoader(
-            _ViewDataset(split, recipe, seed), batch_sampler=self.sampler, num_workers=num_workers,
+            _ViewDataset(split, recipe, seed), batch_sampler=_EpochBatches(self), num_workers=num_workers,
             collate_fn=_collate, pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
             prefetch_factor=4 if num_workers > 0 else None)
-
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_samples, self.global_batch)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.sampler.epoch, self.sampler.start = epoch, start_step
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:

@@ -1,1 +1,2 @@
-"""Image data: folders, the embedded data sets, splits, the sharding rule and the evaluation view."""
+"""Image data: folders, the embedded data sets, splits, the sharding rule, decoding and the evaluation view, and
+the generator of synthetic image folders for tests and benchmarks."""

@@ -142,7 +142,8 @@ def _check_image(path: str) -> str | None:
     return None
 
 
-def verify_images(split: Split, cache_dir: str = "", skip_corrupt: bool = False, progress: bool = True) -> tuple[Split, list[tuple[str, str]]]:
+def verify_images(split: Split, cache_dir: str = "", skip_corrupt: bool = False,
+                  progress: bool = True) -> tuple[Split, list[tuple[str, str]]]:
     """Decode every image once and list the unreadable ones (result cached per folder state).
 
     Raises :class:`DataError` with the offending paths unless ``skip_corrupt``, in which case they

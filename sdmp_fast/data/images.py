@@ -11,6 +11,23 @@ import torchvision.transforms.v2.functional as TF
 from sdmp_fast.data.folders import DataError, Split
 
 
+@dataclass(frozen=True)
+class EvalSpec:
+    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
+    size: int
+    resize: int
+
+
+def eval_spec(size: int) -> EvalSpec:
+    """Resize 256 / centre crop 224, scaled to ``size``.
+
+    Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
+    objects fill those images and a 224/256 centre crop would cut them.
+    """
+    resize = size if size < 64 else int(round(size * 256 / 224))
+    return EvalSpec(size=size, resize=resize)
+
+
 def decode_rgb(path: str) -> torch.Tensor:
     """Read an image file as a uint8 ``[3, H, W]`` RGB tensor; errors name the file."""
     from PIL import Image
@@ -50,20 +67,3 @@ def eval_batches(split: Split, indices: Sequence[int], spec: EvalSpec, mean, std
     """Deterministic (image, label) batches of ``split[indices]`` in order, for k-NN and linear evaluation."""
     return torch.utils.data.DataLoader(_EvalDataset(split, indices, spec, mean, std), batch_size=batch_size,
                                        shuffle=False, num_workers=num_workers, drop_last=False)
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
-    size: int
-    resize: int
-
-
-def eval_spec(size: int) -> EvalSpec:
-    """Resize 256 / centre crop 224, scaled to ``size``.
-
-    Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
-    objects fill those images and a 224/256 centre crop would cut them.
-    """
-    resize = size if size < 64 else int(round(size * 256 / 224))
-    return EvalSpec(size=size, resize=resize)

@@ -179,7 +179,8 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def load_cifar_pickle(path: Path) -> dict[bytes, object]:
-    """One CIFAR file: the pickled dict with bytes keys (``encoding='bytes'``, as the format's Python 2 pickles need)."""
+    """One CIFAR file: the pickled dict with bytes keys (``encoding='bytes'``, which the format's Python 2 pickles
+    need)."""
     try:
         with open(path, "rb") as f:
             d = _CifarUnpickler(f, encoding="bytes").load()
@@ -308,6 +309,3 @@ def find_data(path: str = "", cache_dir: str = "") -> DataRoot:
         root, layout = cifar_folder(p, cache_dir)
         return DataRoot(train=root / "train", val=root / "val", name=layout.name)
     return DataRoot(train=p, val=None, name=p.name)
-
-
-# ----------------------------------------------------------------------------- split selection

@@ -7,11 +7,14 @@ evaluations.
 """
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from sdmp_fast import dist
 from sdmp_fast.data.folders import DataError, Split, scan_folder, verify_images
 from sdmp_fast.data.sources import find_data
 
@@ -52,7 +55,6 @@ def restrict_classes(split: Split, class_subset: str | Path = "") -> Split:
     have = {c: i for i, c in enumerate(split.classes)}
     unknown = [(name, n) for name, n in wanted if name not in have]
     if unknown:
-        import difflib
         listing = ", ".join(f"{name!r} (line {n})" for name, n in unknown[:10])
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         close = difflib.get_close_matches(unknown[0][0], split.classes, n=3)
@@ -87,9 +89,6 @@ def load_splits(data, progress: bool = True) -> tuple[Split, Split | None, str]:
     """The training and validation splits of a data config (fields ``path``, ``cache_dir``, ``skip_corrupt`` and
     optionally ``class_subset``): found (Fashion-MNIST and CIFAR materialised by rank 0 first), scanned,
     restricted to ``class_subset`` and verified once. Returns (train, val or None, data name)."""
-    import sys
-
-    from sdmp_fast import dist
     root = dist.main_first(lambda: find_data(data.path, data.cache_dir))
     subset = getattr(data, "class_subset", "")
     splits: list[Split | None] = []
@@ -177,7 +176,6 @@ def label_record(split: Split, full: Split, how: dict) -> dict:
 def labelled_split(train: Split, data) -> tuple[Split, dict | None]:
     """The labelled training images of a ``LabelledData`` config (``data.label_fraction`` or ``data.label_subset``)
     and their record for the results (None when every label is used)."""
-    from sdmp_fast.data.splits import label_fraction, label_record, label_subset
     if getattr(data, "label_subset", ""):
         kept = label_subset(train, data.label_subset)
         return kept, label_record(kept, train, {"subset_file": data.label_subset})

@@ -13,7 +13,6 @@ from sdmp_fast.data.sharding import rank_batches
 from sdmp_fast.config import load_config
 from sdmp_fast.data.folders import scan_folder
 from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
-from sdmp_fast.data.images import eval_spec
 
 pytestmark = pytest.mark.dali
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -130,16 +129,6 @@ def test_statistics_close_to_the_torch_loader(dali, split):
         out[name] = (views.mean(dim=(0, 2, 3)), views.std(dim=(0, 2, 3)))
     assert torch.allclose(out["dali"][0], out["torch"][0], atol=0.15), out
     assert torch.allclose(out["dali"][1], out["torch"][1], rtol=0.15), out
-
-
-def test_eval_batches_are_deterministic_and_complete(dali, split):
-    idx = list(range(0, len(split), 2))
-    spec = eval_spec(32)
-    a = list(dali.eval_batches(split, idx, spec, MEAN, STD, batch_size=5, threads=1))
-    b = list(dali.eval_batches(split, idx, spec, MEAN, STD, batch_size=5, threads=1))
-    assert sum(x.shape[0] for x, _ in a) == len(idx) and a[0][0].shape[1:] == (3, 32, 32)
-    assert torch.equal(torch.cat([y for _, y in a]), torch.tensor([split.samples[i][1] for i in idx]))
-    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
 
 
 def test_fp16_needs_a_gpu_and_bad_sizes_are_refused(dali, split):

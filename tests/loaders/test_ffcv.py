@@ -114,6 +114,22 @@ def test_deterministic_under_a_seed_and_resumable_at_a_step(ffcv_interpreted, be
     assert all(torch.equal(x, y) for x, y in zip(resumed.views, third.views))
 
 
+def test_the_same_canvas_makes_the_same_views_as_the_nvjpeg_loader(ffcv_interpreted, betons):
+    """ffcv's decode and the nvjpeg loader's read of the same raw .beton meet in one canvas_batch: equal views."""
+    from loaders.beton import Beton
+    from loaders.nvjpeg import NvjpegLoader
+    recipe = dino_recipe(24, 12, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    path = betons["raw"][0]
+    ffcv = _loader(ffcv_interpreted, path, recipe, seed=7)
+    ffcv.set_epoch(1, 1)
+    nvjpeg = NvjpegLoader(None, recipe, 8, 0, 1, CPU, seed=7, beton=Beton(path))
+    nvjpeg.set_epoch(1, 1)
+    a, b = next(iter(ffcv)), next(iter(nvjpeg))
+    assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
+    for x, y in zip(a.views, b.views):  # canvases of other padding: zero weights, other summation order
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
 def test_crops_are_relative_to_each_stored_image(ffcv_interpreted, coord_beton):
     """Scale and aspect ranges hold per image for three shapes (a swapped height/width or a box drawn on the
     canvas instead of the image would break them), and no canvas padding leaks into a view."""
