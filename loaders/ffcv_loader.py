@@ -8,6 +8,7 @@ Written by ``python -m loaders.write_beton``; ``--loader nvjpeg data.beton=`` re
 from __future__ import annotations
 
 import queue
+import sys
 from dataclasses import replace
 from typing import Iterator
 
@@ -75,20 +76,21 @@ class _EpochIterator(EpochIterator):
 
 
 class _Loader(Loader):
-    """ffcv's Loader with the body of ffcv 1.0.2's ``Loader.__iter__``, building an :class:`_EpochIterator`.
+    """ffcv's Loader whose epochs run in an :class:`_EpochIterator`.
 
-    ffcv's own iterator hides why its thread died. A subclass rather than a process-wide ``threading.excepthook``:
-    it sees only these loaders' threads, and importing this module replaces nothing global.
+    ffcv's own iterator hides why its thread died. ``Loader.__iter__`` builds the iterator by the name
+    ``EpochIterator`` of its module; that name points at the subclass while ffcv's method runs (the same class
+    for every loader, so concurrent iterations agree). Seeing only these loaders' threads, this replaces no
+    process-wide hook such as ``threading.excepthook``.
     """
 
     def __iter__(self):
-        Compiler.set_num_threads(self.num_workers)
-        order = self.next_traversal_order()
-        selected = order[:len(self) * self.batch_size]
-        self.next_epoch += 1
-        if self.code is None or self.recompile:
-            self.generate_code()
-        return _EpochIterator(self, selected)
+        module = sys.modules[Loader.__module__]
+        module.EpochIterator = _EpochIterator
+        try:
+            return super().__iter__()
+        finally:
+            module.EpochIterator = EpochIterator
 
 
 class CanvasDecoder(SimpleRGBImageDecoder):
