@@ -65,10 +65,11 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from sdmp_fast.data.images import EvalSpec
 from sdmp_fast.augment.recipes import Recipe, ViewSpec
+from sdmp_fast.data.images import EvalSpec
 
-__all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "GRAY_WEIGHTS", "JITTER_ORDER"]
+__all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "check_canvas",
+           "GRAY_WEIGHTS", "JITTER_ORDER"]
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
 JITTER_ORDER = ("brightness", "contrast", "saturation", "hue")  # fixed (see the module docstring)
@@ -250,11 +251,6 @@ def _color_jitter(x: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Tenso
 
 # ----------------------------------------------------------------------------------------------- blur, solarize
 
-def _blur_half(spec: ViewSpec) -> int:
-    """Half kernel size for the recipe's largest sigma (static: no host sync)."""
-    return math.ceil(3 * max(spec.blur_sigma)) if spec.blur_p > 0 else 0
-
-
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, half: int) -> torch.Tensor:
     """Separable Gaussian blur with per-sample ``sigma [B]`` (0: none), kernel ``2 ceil(3 sigma) + 1``, reflect."""
     b, _, h, w = x.shape
@@ -296,7 +292,8 @@ def _normalise(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Seque
     return ((x - m) / s).to(out_dtype).contiguous(memory_format=torch.channels_last)
 
 
-def _check_canvas(images: torch.Tensor, sizes: torch.Tensor) -> None:
+def check_canvas(images: torch.Tensor, sizes: torch.Tensor) -> None:
+    """Raise unless ``images`` is a uint8 canvas ``[B, 3, Hmax, Wmax]`` and ``sizes`` its ``[B, 2]`` true sizes."""
     if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"images must be a uint8 canvas [B, 3, Hmax, Wmax], got {images.dtype} {tuple(images.shape)}")
     if sizes.shape != (images.shape[0], 2):
@@ -311,7 +308,7 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
     ``params`` come from :func:`sample_view_params` (boxes inside each image). Per view: crop + resize
     (antialiased bilinear), flip, colour jitter (fixed order), grayscale, Gaussian blur, solarize, normalise.
     """
-    _check_canvas(images, sizes)
+    check_canvas(images, sizes)
     if len(params) != len(recipe.views):
         raise ValueError(f"{len(params)} ViewParams for a recipe of {len(recipe.views)} views")
     img = images.to(_resample_dtype(images.device))  # 0..255, exact
@@ -340,8 +337,8 @@ def finish_view(x: torch.Tensor, p: ViewParams, spec: ViewSpec, mean: Sequence[f
         x = _color_jitter(x, p, spec)
     if spec.gray_p > 0:
         x = torch.where(_col(p.gray), _gray(x).expand_as(x), x)
-    if spec.blur_p > 0 and _blur_half(spec) > 0:
-        x = _gaussian_blur(x, p.sigma, _blur_half(spec))
+    if spec.blur_half > 0:
+        x = _gaussian_blur(x, p.sigma, spec.blur_half)
     if spec.solarize_p > 0:
         x = torch.where(_col(p.solarize) & (x >= spec.solarize_threshold / 255), 1.0 - x, x)
     return _normalise(x, mean, std, out_dtype)
@@ -355,7 +352,7 @@ def eval_views(images: torch.Tensor, sizes: torch.Tensor, spec: EvalSpec, mean: 
     antialiased bilinear) and centre crop ``spec.size``; if ``spec.resize == spec.size`` the whole image is
     resized to ``size x size`` instead. Then normalise with ``mean``/``std``.
     """
-    _check_canvas(images, sizes)
+    check_canvas(images, sizes)
     s = spec.size
     h, w = sizes[:, 0].to(torch.float64), sizes[:, 1].to(torch.float64)
     if spec.resize == spec.size:

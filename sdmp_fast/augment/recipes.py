@@ -24,6 +24,7 @@ same relative blur at 32/16 px.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -40,6 +41,11 @@ class ViewSpec:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels, already scaled to this view's size
     solarize_p: float = 0.0
     solarize_threshold: int = 128  # on the uint8 scale
+
+    @property
+    def blur_half(self) -> int:
+        """Half the blur kernel size for the largest sigma (0 without blur): static, so no host sync."""
+        return math.ceil(3 * max(self.blur_sigma)) if self.blur_p > 0 else 0
 
 
 @dataclass(frozen=True)
