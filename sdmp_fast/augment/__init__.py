@@ -157,8 +157,9 @@ def _resample(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torc
 
     Crop + resize as two batched matrix products with per-sample weight matrices (``_aa_weights``: zero
     outside each sample's box, so the canvas padding never leaks in): torchvision's antialiased bilinear
-    resize, exactly. The products touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the
-    Triton twin reads only each box. ``img`` holds 0..255 values in the resampling dtype.
+    resize, exactly (tests/augment/test_augment.py bounds the gap to the uint8 reference loader). The products
+    touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the Triton twin reads only each box.
+    ``img`` holds 0..255 values in the resampling dtype.
     """
     b, c, h, w = img.shape
     s_r, s_c = rows.shape[1], cols.shape[1]
