@@ -76,4 +76,3 @@ class Registry:
 BACKBONES = Registry("backbone")
 METHODS = Registry("method")
 LOADERS = Registry("loader")
-MIXERS = Registry("mixer")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from sdmp_fast.config import load_config
@@ -27,3 +29,10 @@ def test_method_recipe_follows_the_config():
     r = method_recipe(cfg)
     assert r.name == "dino" and r.sizes == (32, 32) + (12,) * 6 and r.views[-1].scale == (0.1, 0.3)
     assert method_recipe(load_config()).sizes == (32, 32)  # MoCo v3 ignores the local crops
+
+
+def test_blur_half_is_the_static_kernel_radius_of_the_largest_sigma():
+    r = dino_recipe(224, 96, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    assert [v.blur_half for v in r.views] == [6, 6, 6, 6]  # ceil(3 * 2.0): every view blurs with p > 0
+    no_blur = dataclasses.replace(r.views[0], blur_p=0.0)
+    assert no_blur.blur_half == 0

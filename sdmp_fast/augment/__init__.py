@@ -3,58 +3,12 @@
 The recipes of :mod:`sdmp_fast.augment.recipes` are implemented twice: per sample by the reference loader
 (``loaders.torch_folder``, torchvision on uint8) and here, vectorised over the batch, on a uint8 canvas
 ``[B, 3, Hmax, Wmax]`` (each image top-left aligned, its true size in ``sizes [B, 2]``), for the loaders
-that decode a whole batch at once (``loaders.nvjpeg``). Two pure functions:
-
-* :func:`sample_view_params` draws every random choice of every view from one ``torch.Generator`` on the
-  images' device (one ``torch.rand`` call per view): the RandomResizedCrop box with torchvision's
-  semantics relative to the ORIGINAL image (10 candidates per sample drawn at once, the first valid one
-  kept, torchvision's centre-crop fallback where none is), the flip, the colour-jitter mask and factors,
-  grayscale, blur mask and sigma, solarize.
-* :func:`apply_views` turns those parameters into normalised float views ``[B, 3, s, s]`` (channels-last,
-  ``out_dtype``): crop + resize, flip, colour jitter, grayscale, Gaussian blur, solarize, normalise.
-  No ``.item()``/``.tolist()``/``float(tensor)``: nothing waits for the device, so on a GPU the whole
-  step is queued asynchronously. :func:`eval_views` is the deterministic evaluation view (resize the
-  short side, centre crop), batched the same way.
-
-A later Triton implementation keeps these signatures (and :class:`ViewParams`), so loaders and tests do
-not change.
-
-Decisions
----------
-* Colour jitter runs in a FIXED order, brightness -> contrast -> saturation -> hue (torchvision's
-  ``ColorJitter`` and the reference loader draw a random order per sample). Each op has torchvision's
-  float semantics and is clamped to [0, 1] after it: brightness ``x * f``; contrast: blend with the mean of
-  the image's grayscale; saturation: blend with the grayscale image; hue: shift of the HSV hue. The fixed
-  order is a (small) change of the augmentation distribution against the reference, accepted for speed.
-* Crop + resize is torchvision's antialiased bilinear resize (the PIL-style triangle filter, stretched by
-  the downscale factor, cut at the crop box and renormalised), computed exactly as two batched matrix
-  products with per-sample weight matrices (rows ``[B, s, Hmax]`` and columns ``[B, s, Wmax]``, zero
-  outside each sample's box, so the canvas padding never leaks in). The flip is folded into the column
-  weights (the reference flips last; a flip commutes with every later op). On the same float image this
-  equals ``TF.resized_crop(..., antialias=True)`` within 4e-6 (in [0, 1]); against the reference
-  (torchvision on uint8, which works in integers and rounds its result) the measured mean abs gap is
-  0.29 levels on the uint8 scale, max 1.0 level (40 random-texture images 40-300 px, random boxes,
-  16-128 px outputs: downscales and upscales), i.e. 0.0012 in [0, 1]: the same as torchvision's own gap
-  between its float and uint8 results on those crops (0.29).
-  A test bounds it (mean <= 0.4, max <= 1.05 levels).
-  Cost: the products touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; on CUDA they
-  run in float16 (exact for uint8 inputs; weights rounded to 11 bits: measured 0.03 level mean extra
-  gap on the same crops, on CPU; cuBLAS may reduce in lower precision, not measured on a GPU), float32 on
-  CPU. A banded Triton kernel would only read each box.
-* ``ViewParams.jitter`` is informational: :func:`apply_views` applies the four factors, which hold identity
-  values where the mask is off; likewise ``blur`` (``sigma`` is 0 where it is off). ``sizes`` is only checked
-  by :func:`apply_views` (the boxes already lie inside each image); :func:`eval_views` uses it.
-* Per-channel constants are built on the device by fill kernels: ``torch.tensor(..., device='cuda')``
-  would be a blocking copy (a stream sync). ``mean``/``std`` given as tensors should already be on the
-  images' device for the same reason.
-* Gaussian blur: per-sample sigma, kernel size ``2 * ceil(3 sigma) + 1`` like the reference, separable,
-  reflect padding like ``TF.gaussian_blur``; every sample's kernel is padded with zeros to the size the
-  recipe's largest sigma needs (a static size: no host sync), which gives the same result. Samples without
-  blur use a unit kernel. Blur comes before solarize, as in the reference.
-* Ops the view's spec can never apply (probability 0, or a zero jitter strength) are skipped statically;
-  parameters built by hand must stay within the spec (blur sigma <= ``spec.blur_sigma[1]``).
-* Internally everything is float32 on the [0, 1] scale; the reference works on uint8, so it rounds where
-  this does not: compare with tolerances.
+that decode a whole batch at once (nvjpeg, ffcv). :func:`sample_view_params` draws every random choice;
+:func:`apply_views` turns them into normalised views; :func:`eval_views` is the deterministic evaluation
+view, batched the same way. The Triton twin (``sdmp_fast.kernels.augment``) takes the same
+:class:`ViewParams`. No ``.item()``/``.tolist()``/``float(tensor)`` and no ``torch.tensor(..., device=)``
+copy: nothing waits for the device, so on a GPU the whole step is queued asynchronously. Everything is
+float32 on the [0, 1] scale, where the reference works on uint8 and rounds: compare with tolerances.
 """
 from __future__ import annotations
 
@@ -65,13 +19,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from sdmp_fast.data.images import EvalSpec
 from sdmp_fast.augment.recipes import Recipe, ViewSpec
+from sdmp_fast.data.images import EvalSpec
 
-__all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "GRAY_WEIGHTS", "JITTER_ORDER"]
+__all__ = ["ViewParams", "sample_view_params", "apply_views", "finish_view", "eval_views", "check_canvas",
+           "GRAY_WEIGHTS", "JITTER_ORDER"]
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
-JITTER_ORDER = ("brightness", "contrast", "saturation", "hue")  # fixed (see the module docstring)
+# Fixed, where torchvision's ColorJitter and the reference loader draw a random order per sample: a small
+# change of the augmentation distribution, accepted for speed.
+JITTER_ORDER = ("brightness", "contrast", "saturation", "hue")
 RRC_ATTEMPTS = 10
 
 
@@ -81,7 +38,8 @@ class ViewParams:
 
     The crop box (``top``, ``left``, ``height``, ``width``, int64) is in pixels of the original image.
     Colour factors are float32 and hold identity values (1, 1, 1, 0) where ``jitter`` is False; ``sigma``
-    is 0 where ``blur`` is False.
+    is 0 where ``blur`` is False. So ``jitter`` and ``blur`` are informational: applying the factors and
+    sigma does the right thing everywhere, without a per-sample branch.
     """
     top: torch.Tensor
     left: torch.Tensor
@@ -136,7 +94,11 @@ def _rrc_boxes(sizes: torch.Tensor, scale: Sequence[float], ratio: Sequence[floa
 def sample_view_params(recipe: Recipe, sizes: torch.Tensor, generator: torch.Generator) -> list[ViewParams]:
     """Draw one :class:`ViewParams` per view of ``recipe`` for images of true sizes ``sizes [B, 2]`` (h, w).
 
-    ``generator`` must live on ``sizes.device``; the same generator state gives the same parameters.
+    One ``torch.rand`` call per view: the RandomResizedCrop box with torchvision's semantics relative to the
+    original image (``RRC_ATTEMPTS`` candidates per sample drawn at once, the first valid one kept,
+    torchvision's centre-crop fallback where none is), the flip, the colour-jitter mask and factors,
+    grayscale, blur mask and sigma, solarize. ``generator`` must live on ``sizes.device``; the same
+    generator state gives the same parameters.
     """
     if sizes.dim() != 2 or sizes.shape[1] != 2:
         raise ValueError(f"sizes must be [B, 2] (height, width), got {tuple(sizes.shape)}")
@@ -165,7 +127,8 @@ def sample_view_params(recipe: Recipe, sizes: torch.Tensor, generator: torch.Gen
 # ----------------------------------------------------------------------------------------------- resampling
 
 def _resample_dtype(device: torch.device) -> torch.dtype:
-    """float16 on CUDA (uint8 values are exact in it; tensor cores, half the memory), float32 elsewhere."""
+    """float16 on CUDA (uint8 values are exact in it; tensor cores, half the memory; the weights are rounded
+    to 11 bits), float32 elsewhere."""
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
@@ -192,6 +155,10 @@ def _aa_weights(start: torch.Tensor, length: torch.Tensor, virtual: torch.Tensor
 def _resample(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``rows [B, s, H] @ img [B, 3, H, W] @ cols [B, s, W]^T`` -> float32 [0, 1] ``[B, 3, s, s]``, channels-last.
 
+    Crop + resize as two batched matrix products with per-sample weight matrices (``_aa_weights``: zero
+    outside each sample's box, so the canvas padding never leaks in): torchvision's antialiased bilinear
+    resize, exactly (tests/augment/test_augment.py bounds the gap to the uint8 reference loader). The products
+    touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the Triton twin reads only each box.
     ``img`` holds 0..255 values in the resampling dtype.
     """
     b, c, h, w = img.shape
@@ -250,13 +217,13 @@ def _color_jitter(x: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Tenso
 
 # ----------------------------------------------------------------------------------------------- blur, solarize
 
-def _blur_half(spec: ViewSpec) -> int:
-    """Half kernel size for the recipe's largest sigma (static: no host sync)."""
-    return math.ceil(3 * max(spec.blur_sigma)) if spec.blur_p > 0 else 0
-
-
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, half: int) -> torch.Tensor:
-    """Separable Gaussian blur with per-sample ``sigma [B]`` (0: none), kernel ``2 ceil(3 sigma) + 1``, reflect."""
+    """Separable Gaussian blur with per-sample ``sigma [B]`` (0: none), kernel ``2 ceil(3 sigma) + 1``, reflect.
+
+    The reference's tap rule and ``TF.gaussian_blur``'s reflect padding; every sample's kernel is padded
+    with zeros to ``2 * half + 1`` taps (the recipe's largest sigma: a static size, no host sync), which
+    gives the same result.
+    """
     b, _, h, w = x.shape
     if half >= min(h, w):
         raise ValueError(f"blur: sigma range needs a {2 * half + 1}-tap kernel, too large for a {h}x{w} view "
@@ -296,7 +263,8 @@ def _normalise(x: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Seque
     return ((x - m) / s).to(out_dtype).contiguous(memory_format=torch.channels_last)
 
 
-def _check_canvas(images: torch.Tensor, sizes: torch.Tensor) -> None:
+def check_canvas(images: torch.Tensor, sizes: torch.Tensor) -> None:
+    """Raise unless ``images`` is a uint8 canvas ``[B, 3, Hmax, Wmax]`` and ``sizes`` its ``[B, 2]`` true sizes."""
     if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"images must be a uint8 canvas [B, 3, Hmax, Wmax], got {images.dtype} {tuple(images.shape)}")
     if sizes.shape != (images.shape[0], 2):
@@ -311,7 +279,7 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
     ``params`` come from :func:`sample_view_params` (boxes inside each image). Per view: crop + resize
     (antialiased bilinear), flip, colour jitter (fixed order), grayscale, Gaussian blur, solarize, normalise.
     """
-    _check_canvas(images, sizes)
+    check_canvas(images, sizes)
     if len(params) != len(recipe.views):
         raise ValueError(f"{len(params)} ViewParams for a recipe of {len(recipe.views)} views")
     img = images.to(_resample_dtype(images.device))  # 0..255, exact
@@ -323,7 +291,8 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
         zero = torch.zeros_like(f32(p.top))
         rows = _aa_weights(f32(p.top), f32(p.height), torch.full_like(zero, s), zero, s, hmax)
         cols = _aa_weights(f32(p.left), f32(p.width), torch.full_like(zero, s), zero, s, wmax)
-        cols = torch.where(p.flip.view(-1, 1, 1), cols.flip(1), cols)  # horizontal flip of the output
+        # the flip folded into the column weights: the reference flips last, and a flip commutes with every later op
+        cols = torch.where(p.flip.view(-1, 1, 1), cols.flip(1), cols)
         views.append(finish_view(_resample(img, rows, cols), p, spec, recipe.mean, recipe.std, out_dtype))
     return views
 
@@ -334,14 +303,16 @@ def finish_view(x: torch.Tensor, p: ViewParams, spec: ViewSpec, mean: Sequence[f
 
     ``x`` is a float32 ``[B, 3, s, s]`` view on the [0, 1] scale; ``p`` its parameters (the box and flip
     fields are not used). :func:`apply_views` calls it; so does the benchmark's FFCV-SSL-style arm, whose
-    crops come out of FFCV's decoder, so both arms share one colour pipeline.
+    crops come out of FFCV's decoder, so both arms share one colour pipeline. Ops the spec can never apply
+    (probability 0, a zero jitter strength) are skipped statically, so hand-made parameters must stay within
+    the spec (blur sigma <= ``spec.blur_sigma[1]``).
     """
     if spec.jitter_p > 0 and any(v > 0 for v in spec.jitter):
         x = _color_jitter(x, p, spec)
     if spec.gray_p > 0:
         x = torch.where(_col(p.gray), _gray(x).expand_as(x), x)
-    if spec.blur_p > 0 and _blur_half(spec) > 0:
-        x = _gaussian_blur(x, p.sigma, _blur_half(spec))
+    if spec.blur_half > 0:
+        x = _gaussian_blur(x, p.sigma, spec.blur_half)
     if spec.solarize_p > 0:
         x = torch.where(_col(p.solarize) & (x >= spec.solarize_threshold / 255), 1.0 - x, x)
     return _normalise(x, mean, std, out_dtype)
@@ -355,7 +326,7 @@ def eval_views(images: torch.Tensor, sizes: torch.Tensor, spec: EvalSpec, mean: 
     antialiased bilinear) and centre crop ``spec.size``; if ``spec.resize == spec.size`` the whole image is
     resized to ``size x size`` instead. Then normalise with ``mean``/``std``.
     """
-    _check_canvas(images, sizes)
+    check_canvas(images, sizes)
     s = spec.size
     h, w = sizes[:, 0].to(torch.float64), sizes[:, 1].to(torch.float64)
     if spec.resize == spec.size:

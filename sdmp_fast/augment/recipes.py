@@ -4,12 +4,12 @@ A recipe is a tuple of :class:`ViewSpec` (one per view, in Batch order) plus the
 The ``torch`` reference loader, the DALI pipelines and the batched GPU augmentation all implement
 the same recipes, so their outputs follow one distribution.
 
-MoCo v3 two-view recipe (BYOL-asymmetric; MoCo v3 main_moco.py, SDMP_SPEC §4.1):
+MoCo v3 two-view recipe (BYOL-asymmetric; MoCo v3 main_moco.py; docs/method.md, Data and augmentation):
 RandomResizedCrop(size, scale=(crop_min, 1)) -> ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8 ->
 grayscale p=0.2 -> Gaussian blur (view 1: p=1.0, view 2: p=0.1) -> solarize (view 1: p=0, view 2:
 p=0.2) -> horizontal flip p=0.5 -> normalise.
 
-DINO multi-crop recipe (DINO main_dino.py DataAugmentationDINO, SDMP_SPEC §3.2): two global views
+DINO multi-crop recipe (DINO main_dino.py DataAugmentationDINO; docs/method.md, DINO): two global views
 RandomResizedCrop(global_size, scale=global_scale) and ``local_crops`` local views
 RandomResizedCrop(local_size, scale=local_scale), each with flip p=0.5, ColorJitter(0.4, 0.4, 0.2, 0.1)
 p=0.8, grayscale p=0.2; blur p=1.0 (global 1), p=0.1 plus solarize p=0.2 (global 2), p=0.5 (locals).
@@ -24,6 +24,7 @@ same relative blur at 32/16 px.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -40,6 +41,11 @@ class ViewSpec:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels, already scaled to this view's size
     solarize_p: float = 0.0
     solarize_threshold: int = 128  # on the uint8 scale
+
+    @property
+    def blur_half(self) -> int:
+        """Half the blur kernel size for the largest sigma (0 without blur): static, so no host sync."""
+        return math.ceil(3 * max(self.blur_sigma)) if self.blur_p > 0 else 0
 
 
 @dataclass(frozen=True)

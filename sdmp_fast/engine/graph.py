@@ -4,9 +4,9 @@ What is captured is ``Trainer.step_body``: the forward of the method (mixing inc
 gradient clipping, the decoupled weight decay, AdamW (``capturable=True``: its step counters and lr
 are device tensors) and the EMA. The step is free of host synchronisation and every value that
 changes between steps is read on the device at the device step counter ``Trainer.step_t``, which the
-graph itself advances; the mixing op and the view swap are device draws (``Method.device_draws``), and
-the generators the step draws from are registered with the graph, so every replay draws new lambdas,
-boxes and ops.
+graph itself advances; the mixing op and the view swap are device draws (the method's Mixer is built with
+device draws for ``run.cuda_graph``), and the generators the step draws from are registered with the
+graph, so every replay draws new lambdas, boxes and ops.
 
 How it runs:
 
@@ -22,9 +22,10 @@ How it runs:
 * the logs returned are the graph's static output tensors, overwritten by the next replay: the
   trainer adds them to its running sums right away.
 
-Restrictions (refused with a clear message by ``Trainer``): CUDA, one process, AdamW, bf16 or fp32
-(fp16's GradScaler decides on the host whether to skip a step), the torch mixing (``sdmp.impl=torch``:
-the Triton kernel takes its op from the host). ``SDMP_FAULT=nan@N`` acts at capture time only.
+Restrictions (refused with a clear message by the config check and ``Trainer``): CUDA, one process,
+AdamW, bf16 or fp32 (fp16's GradScaler decides on the host whether to skip a step), the torch mixing
+(``sdmp.impl=torch``: the Triton kernel takes its op from the host). ``SDMP_FAULT=nan@N`` acts at capture
+time only.
 """
 from __future__ import annotations
 
@@ -61,25 +62,12 @@ class CudaGraphs:
         return graph.replay, lambda: out
 
 
-class EmulatedGraphs:
-    """A CPU stand-in for ``CudaGraphs`` (tests): "capture" keeps the function and each replay calls it
-    again with everything the capture fixed (static inputs, the host step of the capture). It checks
-    GraphStep's bookkeeping (warm-up, static buffers, the device step counter, phase changes); what only
-    CUDA can show (capture rules, memory pools, generator registration) is left to the gpu tests."""
-
-    def eager(self, fn):
-        return fn()
-
-    def capture(self, fn, generators):
-        box = {}
-
-        def replay():
-            box["out"] = fn()
-        return replay, lambda: box["out"]
-
-
 class GraphStep:
-    """Callable ``(views) -> logs`` that replaces the trainer's eager step (see the module docstring)."""
+    """Callable ``(views) -> logs`` that replaces the trainer's eager step (see the module docstring).
+
+    ``backend``: what runs the eager steps and captures (default ``CudaGraphs``); any object with its
+    ``eager(fn)`` and ``capture(fn, generators)`` will do (tests use a CPU stand-in).
+    """
 
     def __init__(self, trainer, warmup: int = WARMUP, backend=None):
         self.trainer, self.warmup = trainer, warmup

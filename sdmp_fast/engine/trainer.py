@@ -112,7 +112,6 @@ class Trainer:
         self.graph = None
         if cfg.run.cuda_graph:
             from sdmp_fast.engine.graph import GraphStep
-            method.device_draws = True  # the op and the view swap become device values
             self.graph = GraphStep(self)
 
     @staticmethod

@@ -29,25 +29,25 @@ def specialisations() -> list[tuple[str, object, dict, dict]]:
             sig = {"x_ptr": f"*{src}", "out_ptr": f"*{dst}", "lam_ptr": "*fp32", "top_ptr": "*i64",
                    "left_ptr": "*i64", "height_ptr": "*i64", "width_ptr": "*i64",
                    **_INTS("B", "C", "H", "W", "sxb", "sxc", "sxh", "sxw")}
-            out.append((f"mix/{op}/{src}->{dst}", mixing._mix_kernel, sig, {"OP": code, "BLOCK": mixing.BLOCK}))
+            out.append((f"mix/{op}/{src}->{dst}", mixing.mix_kernel, sig, {"OP": code, "BLOCK": mixing.BLOCK}))
     S = 224
-    block, kx = augment._crop_tiling(500, S)
+    block, kx = augment.crop_tiling(500, S)
     stages = dict(BRIGHT=True, SAT=True, HUE=True, GRAY=True, SOL=True)
     crop_sig = {"img_ptr": "*u8", "box_ptr": "*i64", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32",
                 **_INTS("N", "B", "sib", "sic", "sih", "siw"), **_NORM}
     for label, dst, contrast, finish in (("crop", "fp32", True, False), ("crop+finish", "bf16", False, True)):
-        out.append((f"augment/{label}", augment._crop_kernel, {**crop_sig, "dst_ptr": f"*{dst}"},
+        out.append((f"augment/{label}", augment.crop_kernel, {**crop_sig, "dst_ptr": f"*{dst}"},
                     dict(S=S, BLOCK=block, KX=kx, CONTRAST=contrast, FINISH=finish, **stages)))
     nt = triton.cdiv(S * S, block)
-    out.append(("augment/colour", augment._colour_kernel,
+    out.append(("augment/colour", augment.colour_kernel,
                 {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32", "dst_ptr": "*fp32",
                  **_INTS("N"), **_NORM},
                 dict(S=S, BLOCK=augment.BLOCK, NT=nt, NT_POW2=triton.next_power_of_2(nt), SAT=True, HUE=True,
                      GRAY=True, FINISH=False, SOL=True)))
-    out.append(("augment/blur_rows", augment._blur_rows_kernel,
+    out.append(("augment/blur_rows", augment.blur_rows_kernel,
                 {"src_ptr": "*fp32", "fac_ptr": "*fp32", "dst_ptr": "*fp32", **_INTS("N", "HALF")},
                 dict(S=S, BLOCK=augment.BLOCK)))
-    out.append(("augment/blur_cols", augment._blur_cols_kernel,
+    out.append(("augment/blur_cols", augment.blur_cols_kernel,
                 {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", "dst_ptr": "*bf16", **_INTS("N", "HALF"),
                  **_NORM},
                 dict(S=S, BLOCK=augment.BLOCK, SOL=True)))

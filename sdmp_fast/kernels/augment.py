@@ -1,8 +1,27 @@
 """Triton twin of :func:`sdmp_fast.augment.apply_views`: every view of one output size in a few launches.
 
-Same signature and results (up to float32 rounding) as the reference; the pass structure is described in
-``sdmp_fast.kernels``. Per-view parameters are packed per launch into ``box [4, N]`` (top, left, height,
-width; int64), ``factors [5, N]`` (brightness, contrast, saturation, hue, sigma; float32) and
+Same signature and results (up to float32 rounding) as the reference. Views of one size (e.g. MoCo v3's two)
+are stacked into one launch group; ops a view's spec never applies hold identity parameters, so stacking
+does not change results. Up to four launches per group, each over (pixel tiles, views x B):
+
+1. crop: random-resized crop straight from the uint8 canvas (any strides, so the ffcv loader's NHWC canvas
+   needs no copy) with the reference's antialiased triangle filter: per output pixel, the weights of its
+   taps are computed over the box span (stretched by the downscale factor, cut at the span, normalised),
+   the flip folded into the column position. The column taps are a ``[BLOCK, KX]`` tile computed once (KX
+   bounded from the canvas width), the row taps a loop whose length is the sample's own. Then brightness;
+   the pass writes per-tile luma sums for contrast, and without contrast it runs the rest of the colour
+   stage itself.
+2. colour (only with contrast): the per-image luma mean from those partial sums (a deterministic reduction,
+   no atomics), then contrast -> saturation -> hue, then grayscale.
+3. blur rows, 4. blur columns + finish (only when a view can blur): the separable per-sample Gaussian blur
+   with reflect padding and the reference's tap rule, then solarize, normalise and the cast to the output
+   dtype, channels-last. Without blur the finish is fused into the last colour pass.
+
+Intermediates are float32 ``[N, s, s, 3]`` buffers. The crop reads O(row taps x KX) canvas pixels per output
+pixel: cheap for the usual crops (KX = 8 for 224 px views of a 500 px canvas), wasteful for small views of
+very large canvases (KX grows with the canvas, not with the box), where a two-pass resample (rows, then
+columns) would do less work. Per-view parameters are packed per launch into ``box [4, N]`` (top, left,
+height, width; int64), ``factors [5, N]`` (brightness, contrast, saturation, hue, sigma; float32) and
 ``flags [3, N]`` (flip, gray, solarize; uint8), N = views x B, sample n reading canvas image n % B.
 """
 from __future__ import annotations
@@ -14,9 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sdmp_fast.augment import ViewParams, _blur_half, _check_canvas
+from sdmp_fast.augment import ViewParams, check_canvas
 from sdmp_fast.augment.recipes import Recipe, ViewSpec
-
 from sdmp_fast.kernels import check_launchable, device_guard
 
 BLOCK = 256  # output pixels per program (times 3 channels)
@@ -135,7 +153,7 @@ def _gauss_taps(fac_ptr, n, N, HALF):
 
 
 @triton.jit
-def _crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
+def crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
                  N, B, sib, sic, sih, siw, thr, m0, m1, m2, s0, s1, s2,
                  S: tl.constexpr, BLOCK: tl.constexpr, KX: tl.constexpr, BRIGHT: tl.constexpr,
                  CONTRAST: tl.constexpr, SAT: tl.constexpr, HUE: tl.constexpr, GRAY: tl.constexpr,
@@ -207,7 +225,7 @@ def _crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
 
 
 @triton.jit
-def _colour_kernel(src_ptr, fac_ptr, flag_ptr, part_ptr, dst_ptr, N, thr, m0, m1, m2, s0, s1, s2,
+def colour_kernel(src_ptr, fac_ptr, flag_ptr, part_ptr, dst_ptr, N, thr, m0, m1, m2, s0, s1, s2,
                    S: tl.constexpr, BLOCK: tl.constexpr, NT: tl.constexpr, NT_POW2: tl.constexpr,
                    SAT: tl.constexpr, HUE: tl.constexpr, GRAY: tl.constexpr, FINISH: tl.constexpr,
                    SOL: tl.constexpr):
@@ -247,7 +265,7 @@ def _blur_1d(src, oy, ox, live, safe, half, total, S: tl.constexpr, ALONG_X: tl.
 
 
 @triton.jit
-def _blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr):
+def blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr):
     """Pass 2a: horizontal Gaussian blur with per-sample sigma, reflect padding. Grid (cdiv(S * S, BLOCK), N)."""
     n = tl.program_id(1)
     pix = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -261,7 +279,7 @@ def _blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _blur_cols_kernel(src_ptr, fac_ptr, flag_ptr, dst_ptr, N, HALF, thr, m0, m1, m2, s0, s1, s2,
+def blur_cols_kernel(src_ptr, fac_ptr, flag_ptr, dst_ptr, N, HALF, thr, m0, m1, m2, s0, s1, s2,
                       S: tl.constexpr, BLOCK: tl.constexpr, SOL: tl.constexpr):
     """Pass 2b: vertical Gaussian blur, then solarize, normalise and the cast. Grid (cdiv(S * S, BLOCK), N)."""
     n = tl.program_id(1)
@@ -283,7 +301,7 @@ def _stages(specs: Sequence[ViewSpec]) -> dict:
     """Static switches of one launch group: an op runs if any of its views can apply it (the others hold
     identity parameters there, which leave their pixels exactly unchanged)."""
     jitter = [s.jitter if s.jitter_p > 0 and any(v > 0 for v in s.jitter) else (0.0, 0.0, 0.0, 0.0) for s in specs]
-    half = max((_blur_half(s) for s in specs if s.blur_p > 0), default=0)
+    half = max((s.blur_half for s in specs), default=0)
     return dict(BRIGHT=any(j[0] > 0 for j in jitter), CONTRAST=any(j[1] > 0 for j in jitter),
                 SAT=any(j[2] > 0 for j in jitter), HUE=any(j[3] > 0 for j in jitter),
                 GRAY=any(s.gray_p > 0 for s in specs), SOL=any(s.solarize_p > 0 for s in specs), HALF=half)
@@ -300,7 +318,7 @@ def _pack(params: Sequence[ViewParams], device: torch.device) -> tuple[Tensor, T
     return box, factors, flags
 
 
-def _crop_tiling(wmax: int, S: int) -> tuple[int, int]:
+def crop_tiling(wmax: int, S: int) -> tuple[int, int]:
     """(pixels per crop program, column-tap bound KX) for a canvas Wmax wide and S px views.
 
     A box is at most Wmax wide, so no sample needs more than floor(2 * Wmax / S) + 2 column taps; one more
@@ -326,23 +344,23 @@ def _launch_group(images: Tensor, params: Sequence[ViewParams], specs: Sequence[
     if N == 0:
         return out
     grid = (triton.cdiv(S * S, BLOCK), N)
-    crop_block, kx = _crop_tiling(images.shape[-1], S)
+    crop_block, kx = crop_tiling(images.shape[-1], S)
     nt_crop = triton.cdiv(S * S, crop_block)
     blur = st["HALF"] > 0
     norm = (float(specs[0].solarize_threshold) / 255, *map(float, mean), *map(float, std))
     buf = torch.empty((N, S, S, 3), device=dev, dtype=torch.float32) if st["CONTRAST"] or blur else out
     partials = torch.empty((N, nt_crop), device=dev, dtype=torch.float32) if st["CONTRAST"] else buf
     colour = dict(SAT=st["SAT"], HUE=st["HUE"], GRAY=st["GRAY"], SOL=st["SOL"])
-    _crop_kernel[(nt_crop, N)](images, box, factors, flags, buf, partials, N, B, *images.stride(), *norm,
+    crop_kernel[(nt_crop, N)](images, box, factors, flags, buf, partials, N, B, *images.stride(), *norm,
                                S=S, BLOCK=crop_block, KX=kx, BRIGHT=st["BRIGHT"], CONTRAST=st["CONTRAST"],
                                FINISH=not blur, **colour)
     if st["CONTRAST"]:
-        _colour_kernel[grid](buf, factors, flags, partials, buf if blur else out, N, *norm, S=S, BLOCK=BLOCK,
+        colour_kernel[grid](buf, factors, flags, partials, buf if blur else out, N, *norm, S=S, BLOCK=BLOCK,
                              NT=nt_crop, NT_POW2=triton.next_power_of_2(nt_crop), FINISH=not blur, **colour)
     if blur:
         rows = torch.empty_like(buf)
-        _blur_rows_kernel[grid](buf, factors, rows, N, st["HALF"], S=S, BLOCK=BLOCK)
-        _blur_cols_kernel[grid](rows, factors, flags, out, N, st["HALF"], *norm, S=S, BLOCK=BLOCK, SOL=st["SOL"])
+        blur_rows_kernel[grid](buf, factors, rows, N, st["HALF"], S=S, BLOCK=BLOCK)
+        blur_cols_kernel[grid](rows, factors, flags, out, N, st["HALF"], *norm, S=S, BLOCK=BLOCK, SOL=st["SOL"])
     return out
 
 
@@ -354,7 +372,7 @@ def apply_views(images: Tensor, sizes: Tensor, params: list[ViewParams], recipe:
     (any strides), ``params`` come from :func:`sdmp_fast.augment.sample_view_params`. Views of the same size
     (and solarize threshold) are made by the same launches.
     """
-    _check_canvas(images, sizes)
+    check_canvas(images, sizes)
     if len(params) != len(recipe.views):
         raise ValueError(f"{len(params)} ViewParams for a recipe of {len(recipe.views)} views")
     check_launchable(images, "data.augment_impl")

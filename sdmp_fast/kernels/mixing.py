@@ -1,9 +1,15 @@
 """Triton twin of :func:`sdmp_fast.mixing.apply_mix`: Mixup, CutMix and ResizeMix of a whole batch in one launch.
 
-Same inputs as the reference (``x`` and the :class:`~sdmp_fast.mixing.MixParams` of
-``sample_mix_params``), same results up to float32 rounding of the blends (see ``sdmp_fast.kernels``).
-Every program writes ``BLOCK`` consecutive values of one sample's channels-last output; the op is a
-compile-time constant, so each op is its own specialisation of one kernel.
+Same inputs as the reference (``x`` and the :class:`~sdmp_fast.mixing.MixParams` of ``sample_mix_params`` for
+an op named on the host), same results up to float32 rounding of the blends. Grid (tiles of one sample's
+H*W*C values, B): each program reads the sample and its partner B-1-i (any input strides, bf16/fp16/fp32,
+converted to float32) and writes ``BLOCK`` consecutive values of the channels-last output in the requested
+dtype (default: the input's). The op is a compile-time constant, so each op is its own specialisation.
+Mixup and ResizeMix's bilinear taps use ``torch.lerp``'s formula, the box a select (the reference's lerp
+with a 0/1 weight gives the same values); the partner is read only inside the box. ResizeMix resamples the
+whole partner into the box with the reference's arithmetic: the float32 scale ``n / size`` and the source
+coordinate ``scale * (p + 0.5) - 0.5`` are each one rounding of an exact float64 value (as torch's float32
+fused multiply-add), the same clamped taps, rows blended before columns.
 """
 from __future__ import annotations
 
@@ -12,9 +18,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from sdmp_fast.mixing import OPS, MixParams, sample_mix_params
-
 from sdmp_fast.kernels import check_launchable, device_guard
+from sdmp_fast.mixing import OPS, MixParams, sample_mix_params
 
 OP_CODES = {op: code for code, op in enumerate(OPS)}  # mixup 0, cutmix 1, resizemix 2
 BLOCK = 1024
@@ -29,7 +34,7 @@ def _lerp(start, end, weight):
 @triton.jit
 def _source_coords(pos, start, size, n):
     """Bilinear taps (i0, i1) and the weight of i1 for output positions ``pos`` of a box ``[start, start + size)``
-    that holds the whole n-long source axis (``F.interpolate``, align_corners=False, as mixing._source_coords)."""
+    that holds the whole n-long source axis (``F.interpolate``, align_corners=False, as the torch reference)."""
     # float32 scale n / size, correctly rounded (a float64 quotient rounded once more is the float32 quotient);
     # then the source coordinate as one rounding of the exact float64 value, as torch's fused multiply-add
     scale = (tl.cast(n, tl.float64) / tl.maximum(size, 1).to(tl.float64)).to(tl.float32)
@@ -42,7 +47,7 @@ def _source_coords(pos, start, size, n):
 
 
 @triton.jit
-def _mix_kernel(x_ptr, out_ptr, lam_ptr, top_ptr, left_ptr, height_ptr, width_ptr,
+def mix_kernel(x_ptr, out_ptr, lam_ptr, top_ptr, left_ptr, height_ptr, width_ptr,
                 B, C, H, W, sxb, sxc, sxh, sxw,
                 OP: tl.constexpr, BLOCK: tl.constexpr):
     """out[b] (channels-last) = mix of x[b] and x[B-1-b]; grid (cdiv(H * W * C, BLOCK), B)."""
@@ -90,6 +95,9 @@ def apply_mix(x: Tensor, params: MixParams, out_dtype: torch.dtype | None = None
         params: from ``sample_mix_params`` for this batch size and image size.
         out_dtype: dtype of ``mixed`` (default x's); ``mixed`` is always channels_last.
     """
+    if torch.is_tensor(params.op):  # one specialisation per op: the op must be known when launching
+        raise ValueError("the Triton mixing kernel takes an op named on the host; params with a device op code "
+                         "(run.cuda_graph) go to sdmp_fast.mixing.apply_mix")
     if params.op not in OP_CODES:
         raise ValueError(f"unknown mixing op {params.op!r}; expected one of {', '.join(OPS)}")
     if x.dim() != 4 or not x.is_floating_point():
@@ -107,7 +115,7 @@ def apply_mix(x: Tensor, params: MixParams, out_dtype: torch.dtype | None = None
     box = [t.to(dev) for t in (params.top, params.left, params.height, params.width)]
     grid = (triton.cdiv(H * W * C, BLOCK), B)
     with device_guard(x):
-        _mix_kernel[grid](x, out, lam, *box, B, C, H, W, *x.stride(), OP=OP_CODES[params.op], BLOCK=BLOCK)
+        mix_kernel[grid](x, out, lam, *box, B, C, H, W, *x.stride(), OP=OP_CODES[params.op], BLOCK=BLOCK)
     return out, lam_eff
 
 

@@ -3,7 +3,7 @@
 DINO: "Emerging Properties in Self-Supervised Vision Transformers", Caron et al., ICCV 2021,
 https://arxiv.org/abs/2104.14294 (Eq. 1-4). SDMP: Ren et al., CVPR 2022, https://arxiv.org/abs/2206.07692
 (§3.3 Case 2, Eq. 6-9); the DINO part of SDMP was never released, and the terms below follow the
-reconstruction of SDMP_SPEC §3.2/§3.3 and the fused layout of §7.
+reconstruction in docs/method.md, SDMP for DINO.
 
 Shape letters: T teacher views, S student views, V mixed student views, A teacher global views,
 B batch, K head outputs. ``H(P, S) = -sum_k P_k log S_k`` is the cross-entropy of a teacher
@@ -17,7 +17,7 @@ distribution P and a student log-distribution.
   are masked out (their cost is T of the T*S blocks).
 * ``update_center``: ``C <- m C + (1 - m) mean(teacher outputs)``, the mean all-reduced over ranks
   (``sdmp_fast.dist``: the identity in one process, no host sync).
-* ``dino_sdmp_terms`` (SDMP_SPEC §3.2). Partner ``p(i) = B-1-i`` inside the local batch.
+* ``dino_sdmp_terms`` (docs/method.md, SDMP for DINO). Partner ``p(i) = B-1-i`` inside the local batch.
   - Source teacher: ``L_s = mean_{v,a} mean_i H(lam_{v,i} P_a,i + (1 - lam_{v,i}) P_a,p(i), S_v,i)``
     with ``lam_{v,i}`` the lam_eff of mixed student view v of image i.
   - Mix teacher: ``L_m = mean_v mean_i H(P_m,i / (1 + c) + c P_m,p(i) / (1 + c), S_v,i)`` with

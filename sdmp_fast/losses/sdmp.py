@@ -1,19 +1,19 @@
 """MoCo v3 InfoNCE and the MoCo v3 + SDMP loss, as pure functions.
 
 SDMP: "A Simple Data Mixing Prior for Improving Self-Supervised Learning", Ren et al., CVPR 2022,
-https://arxiv.org/abs/2206.07692 (Eq. 3-5, Algorithm 1); the layout follows SDMP_SPEC §2 and §7.
+https://arxiv.org/abs/2206.07692 (Eq. 3-5, Algorithm 1); docs/method.md, SDMP for MoCo v3.
 
 Each rank holds its B local queries and the N = world*B keys gathered from every rank, with its
 own keys at rows rank*B ... rank*B+B-1. Local row i has its own key at column g = rank*B + i and
 its mixing partner's key at column p = rank*B + (B-1-i): partners are paired inside each rank's
 local batch, as ``sdmp_fast.mixing`` pairs the images.
 
-Decisions on the open points of SDMP_SPEC §8:
+Decisions on what the paper and its code leave open:
 
-* Loss form (§8.3): the paper's soft-target cross-entropy,
+* Loss form: the paper's soft-target cross-entropy,
   ``-(w_g * log_softmax[g] + w_p * log_softmax[p])``, not the released code's
   ``-log(w_g * softmax[g] + w_p * softmax[p])``.
-* lam^c (§8.2): the source term uses the query image's lam_eff. The mix term uses
+* lam^c: the source term uses the query image's lam_eff. The mix term uses
   ``c = 1 - |lam_q[i] + lam_k[B-1-i] - 1|``, where lam_q[i] is the query image's own-fraction and
   lam_k[B-1-i] is that of the partner's mixed key image.
 * Weighting: ``2T * (1 * clean + 0.5 * source + 0.5 * mix)`` by default, the code's "replace"

@@ -18,12 +18,11 @@ Hooks with defaults that change nothing (MoCo v3 uses the defaults):
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
-from sdmp_fast.registry import METHODS
 from sdmp_fast.augment.recipes import Recipe
+from sdmp_fast.registry import METHODS
 from sdmp_fast.streams import StepRandom
 
 
@@ -31,9 +30,11 @@ class Method(nn.Module):
     ema_before_forward: bool = True
     # run.fused: one student / one teacher forward over the concatenated views (``encode``)
     fused: bool = True
-    # random decisions of a step (mixing op, view swap) as device values instead of host draws: set by
-    # the trainer for run.cuda_graph, where a host decision would be frozen into the captured graph
-    device_draws: bool = False
+
+    @classmethod
+    def from_config(cls, cfg, backbone: nn.Module) -> "Method":  # pragma: no cover - interface
+        """The method of ``cfg`` around ``backbone``, with the run's SDMP Mixer (``kernels.select_mixer``)."""
+        raise NotImplementedError
 
     @staticmethod
     def recipe(cfg) -> Recipe:  # pragma: no cover - interface

@@ -1,64 +1,45 @@
-"""DINO, with or without SDMP (DINO: arXiv 2104.14294; SDMP: arXiv 2206.07692 §3.3, SDMP_SPEC §3, §4.2, §7).
+"""DINO, with or without SDMP (DINO: arXiv 2104.14294; SDMP: arXiv 2206.07692 §3.3; docs/method.md, DINO and
+SDMP for DINO).
 
-Baseline (DINO): student = backbone + DINO head, trained by AdamW; teacher = a copy of it updated only
-by EMA **after** the optimizer step (``ema_before_forward = False``; ``method.momentum`` on a
-half-cosine to ``method.momentum_final``, DINO: 0.996 -> 1). Multi-crop views arrive in Batch order:
-2 global views, then L local views. The student runs one forward per resolution (the two globals
-concatenated; all locals concatenated), the teacher one forward over the stacked globals (``run.fused``;
-``run.fused=false``: one forward per view, for comparison). The teacher
-probabilities ``softmax((h_t - C) / tau_t)`` are computed once per step and reused by every term; the
-loss is ``losses.dino.dino_loss`` over all (teacher global, student view) pairs except same-view pairs.
-The centre C is a buffer of the method (checkpointed with it) and moves once per step, after the loss
-has used it: the only side effect of ``forward``. The teacher temperature follows a per-step table
-(``prepare``/``set_step``), and the head's last layer gets no gradient during the first
-``method.freeze_last_layer`` epochs (``after_backward``). ``export_backbone`` returns the teacher's
-backbone, which DINO evaluates. The teacher has no drop-path (DINO builds its teacher without it).
-
-DINO + SDMP (``sdmp.enabled``), SDMP_SPEC §3.2 with its assumptions:
-
-* per step one op drawn uniformly from ``sdmp.ops`` on the shared stream (``rng.shared``: the same op
-  on every rank, no device sync) and one lam ~ Beta(alpha, alpha) per image on the per-rank stream;
-* local views L//2 ... L-1 are replaced by mixed local views ``mix(local_v, lam, op)``: mixed with the
-  same crop slot of the partner image p(i) = B-1-i of the same rank's batch (independent boxes, one
-  lam_eff per view and image: box rounding differs between resolutions);
-* the teacher additionally sees ``mix(global 1, lam, op)`` (the mix teacher), in the same forward as
-  the clean globals ([G1, G2, Gm], 3B images; the DINO head has no BatchNorm, so this is exact);
-* ``loss = L_DINO + L_s + L_m`` (Eq. 9, unit weights): L_DINO over the clean student views only, L_s
-  and L_m from ``losses.dino.dino_sdmp_terms`` with each mixed view's lam_eff and the mixed global's;
-* the centre is updated from the clean global teacher outputs only (``sdmp.center_from_mixed`` adds
-  the mixed global's);
-* ``sdmp.mix_global_student`` (Table 10's 2 + 0 row): the student's global 2 is replaced by
-  ``mix(global 2, lam, op)``. Decision: that view is a mixed student view like the mixed locals, L_DINO
-  keeps the remaining clean pairs, and its source-teacher pair with the teacher's clean global 2 is
-  dropped (the student view is made of that very crop: DINO skips same-view pairs).
-
-Random draws of one step, in order: op (shared stream), lam, then the boxes of mix(G1) for the teacher,
-of mix(G2) for the student (if ``mix_global_student``), and of each mixed local view in slot order.
-
-Other decisions: with an odd L, L - L//2 locals are mixed; the mix teacher sees one mixed global view
-(SDMP_SPEC §8.4 leaves "both globals mixed" open: not implemented, it would cost another teacher
-forward); the teacher temperature warm-up is a per-step ramp (DINO's table is per epoch, which does not
-exist for sub-epoch CPU runs; at ImageNet scale the two differ by at most one epoch's increment).
+Student = backbone + DINO head, trained by AdamW; teacher = a copy of it without drop-path, updated only by
+EMA after the optimizer step (``ema_before_forward = False``); ``export_backbone`` returns the teacher's
+backbone, which DINO evaluates. Multi-crop views arrive in Batch order: 2 global views, then L local views.
+DINO + SDMP (``sdmp.enabled``) replaces the last L - L//2 local views by mixed ones, adds the mix teacher
+(the teacher's view of mix(global 1)) and the loss terms ``L_s + L_m`` (Eq. 9, unit weights).
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from sdmp_fast.schedules import at, warmup_constant
+from sdmp_fast.augment.recipes import Recipe, dino_recipe
+from sdmp_fast.kernels import select_mixer
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
-from sdmp_fast.kernels import select_mix
-from sdmp_fast.mixing import mix_selected, sample_lam
+from sdmp_fast.methods.base import Method
+from sdmp_fast.mixing import Mixer
 from sdmp_fast.models.heads import DINOHead
 from sdmp_fast.registry import METHODS
-from sdmp_fast.augment.recipes import Recipe, dino_recipe
-
-from sdmp_fast.methods.base import Method
+from sdmp_fast.schedules import at, warmup_constant
 from sdmp_fast.streams import StepRandom
 
 NUM_GLOBALS = 2
+
+
+@dataclass
+class DINOViews:
+    """The views of one DINO + SDMP step ([B, 3, s, s] each; lam_eff [B] float32 per mixed view)."""
+    globals: list[torch.Tensor]          # [G1, G2], clean: the teacher's source views
+    student_globals: list[torch.Tensor]  # [G1, G2], or [G1, mix(G2)] with sdmp.mix_global_student
+    clean_locals: list[torch.Tensor]
+    mixed_locals: list[torch.Tensor]
+    lam_locals: torch.Tensor             # [V_l, B] lam_eff of each mixed local view
+    global_mix: torch.Tensor             # mix(G1), the mix teacher's view
+    lam_global: torch.Tensor             # [B] lam_eff of global_mix
+    lam_student_global: torch.Tensor | None  # [B] lam_eff of mix(G2) (mix_global_student), else None
+    op: str | torch.Tensor               # as the Mixer drew it (a name, or a device code)
 
 
 class _Network(nn.Module):
@@ -90,9 +71,9 @@ class DINO(Method):
                  hidden_dim: int = 2048, bottleneck_dim: int = 256, norm_last_layer: bool = True,
                  student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_teacher_temp_epochs: float = 30.0, center_momentum: float = 0.9,
-                 freeze_last_layer: float = 1.0, sdmp: bool = False,
-                 ops: tuple[str, ...] = ("mixup", "cutmix", "resizemix"), alpha: float = 1.0,
-                 mix_global_student: bool = False, center_from_mixed: bool = False, impl: str = "torch"):
+                 freeze_last_layer: float = 1.0, mixer: Mixer | None = None,
+                 mix_global_student: bool = False, center_from_mixed: bool = False):
+        """``mixer``: SDMP's op draw and mixing (None: plain DINO)."""
         super().__init__()
         head = DINOHead(feat_dim, out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer)
         self.student = _Network(backbone, head)
@@ -104,10 +85,10 @@ class DINO(Method):
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.teacher_temp_final, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_epochs, self.freeze_last_layer_epochs = warmup_teacher_temp_epochs, freeze_last_layer
-        self.sdmp, self.ops, self.alpha = sdmp, tuple(ops), alpha
-        self.mix = select_mix(impl if sdmp else "torch")  # sdmp.impl, chosen once
+        self.mixer, self.sdmp = mixer, mixer is not None
         self.mix_global_student, self.center_from_mixed = mix_global_student, center_from_mixed
-        self.num_clean_locals = num_locals // 2 if sdmp else num_locals
+        # SDMP mixes local views L//2 ... L-1 (with an odd L, the larger half)
+        self.num_clean_locals = num_locals // 2 if self.sdmp else num_locals
         # Until prepare() is called (direct use, tests): the step-0 temperature and no freezing.
         self.teacher_temp_table = torch.tensor([warmup_teacher_temp if warmup_teacher_temp_epochs > 0 else teacher_temp],
                                                dtype=torch.float64)
@@ -129,9 +110,9 @@ class DINO(Method):
                    hidden_dim=m.dino_hidden_dim, bottleneck_dim=m.dino_bottleneck_dim,
                    norm_last_layer=m.norm_last_layer, student_temp=m.student_temp, teacher_temp=m.teacher_temp,
                    warmup_teacher_temp=m.warmup_teacher_temp, warmup_teacher_temp_epochs=m.warmup_teacher_temp_epochs,
-                   center_momentum=m.center_momentum, freeze_last_layer=m.freeze_last_layer, sdmp=s.enabled,
-                   ops=s.ops, alpha=s.alpha, mix_global_student=s.mix_global_student,
-                   center_from_mixed=s.center_from_mixed, impl=s.impl)
+                   center_momentum=m.center_momentum, freeze_last_layer=m.freeze_last_layer,
+                   mixer=select_mixer(cfg), mix_global_student=s.mix_global_student,
+                   center_from_mixed=s.center_from_mixed)
 
     @staticmethod
     def recipe(cfg) -> Recipe:
@@ -166,6 +147,8 @@ class DINO(Method):
         return list(self.student.head.last_layer.parameters())
 
     def prepare(self, res) -> None:
+        """Per-step tables. The teacher temperature warm-up is a per-step ramp: DINO's table is per epoch, which
+        does not exist for sub-epoch runs; at ImageNet scale the two differ by at most one epoch's increment."""
         spe = res.steps_per_epoch
         warm = int(round(self.warmup_teacher_temp_epochs * spe))
         self.teacher_temp_table = warmup_constant(self.warmup_teacher_temp, self.teacher_temp_final,
@@ -203,58 +186,53 @@ class DINO(Method):
 
     # ------------------------------------------------------------------ views
 
-    def sdmp_views(self, views: list[torch.Tensor], rng: StepRandom) -> dict:
-        """The views of one DINO + SDMP step.
+    def sdmp_views(self, views: list[torch.Tensor], rng: StepRandom) -> DINOViews:
+        """The views of one DINO + SDMP step (docs/method.md, SDMP for DINO).
 
-        Returns {"globals": [G1, G2], "student_globals": [G1, G2 or mix(G2)], "clean_locals": [...],
-        "mixed_locals": [...], "lam_locals": [V_l, B], "global_mix": mix(G1), "lam_global": [B],
-        "lam_student_global": [B] or None, "op": str}.
+        One op and one lam per image mix every mixed view with the same crop slot of the partner image
+        B-1-i of the rank's batch (independent boxes, and one lam_eff per view and image: box rounding
+        differs between resolutions). Draws in order: the op (shared stream), lam, then the boxes of mix(G1)
+        for the teacher, of mix(G2) for the student (``mix_global_student``) and of each mixed local view in
+        slot order. The mix teacher sees one mixed global view: "both globals mixed" would cost another
+        teacher forward.
         """
         g1, g2 = views[0], views[1]
         locals_ = list(views[NUM_GLOBALS:])
-        if self.device_draws:  # the op as a device value (shared device stream: the same on every rank)
-            op_i = torch.randint(len(self.ops), (), generator=rng.shared_device, device=g1.device)
-            op = "drawn on the device"
-
-            def mix(x, lam, op, generator):
-                return mix_selected(x, lam, op_i, self.ops, generator=generator)
-        else:
-            op, mix = self.ops[rng.shared.choice(len(self.ops))], self.mix  # host stream: no device sync
-        lam = sample_lam(g1.shape[0], self.alpha, generator=rng.local, device=g1.device)
-        g_mix, lam_global = mix(g1, lam, op, generator=rng.local)
+        op = self.mixer.draw_op(rng, g1.device)
+        lam = self.mixer.lam(g1.shape[0], rng, g1.device)
+        g_mix, lam_global = self.mixer.mix(g1, lam, op, rng)
         student_globals, lam_sg = [g1, g2], None
         if self.mix_global_student:
-            g2_mix, lam_sg = mix(g2, lam, op, generator=rng.local)
+            g2_mix, lam_sg = self.mixer.mix(g2, lam, op, rng)
             student_globals = [g1, g2_mix]
         n_clean = self.num_clean_locals
-        mixed = [mix(x, lam, op, generator=rng.local) for x in locals_[n_clean:]]
+        mixed = [self.mixer.mix(x, lam, op, rng) for x in locals_[n_clean:]]
         lam_locals = torch.stack([m[1] for m in mixed]) if mixed else lam.new_zeros(0, lam.shape[0])
-        return {"globals": [g1, g2], "student_globals": student_globals, "clean_locals": locals_[:n_clean],
-                "mixed_locals": [m[0] for m in mixed], "lam_locals": lam_locals, "global_mix": g_mix,
-                "lam_global": lam_global, "lam_student_global": lam_sg, "op": op}
+        return DINOViews([g1, g2], student_globals, locals_[:n_clean], [m[0] for m in mixed], lam_locals,
+                         g_mix, lam_global, lam_sg, op)
 
     def view_grid(self, views: list[torch.Tensor], index: torch.Tensor, rng: StepRandom):
         """Columns: globals 1 and 2 (as the student sees them), the teacher's mix(global 1), clean and mixed locals."""
         mv = self.sdmp_views(views, rng)
         B = views[0].shape[0]
         idx = index.cpu().tolist()
-        lam_g = mv["lam_global"].cpu().tolist()
-        cols = {"global 1": mv["student_globals"][0],
-                "global 2" + (" mix" if self.mix_global_student else ""): mv["student_globals"][1],
-                "teacher mix(g1)": mv["global_mix"]}
+        lam_g = mv.lam_global.cpu().tolist()
+        cols = {"global 1": mv.student_globals[0],
+                "global 2" + (" mix" if self.mix_global_student else ""): mv.student_globals[1],
+                "teacher mix(g1)": mv.global_mix}
         caps = {"global 1": [f"#{idx[i]} + partner #{idx[B - 1 - i]}" for i in range(B)],
                 "teacher mix(g1)": [f"lam_eff {lam_g[i]:.2f}" for i in range(B)]}
         if self.mix_global_student:
-            lam_sg = mv["lam_student_global"].cpu().tolist()
+            lam_sg = mv.lam_student_global.cpu().tolist()
             caps["global 2 mix"] = [f"lam_eff {lam_sg[i]:.2f}" for i in range(B)]
-        for v, x in enumerate(mv["clean_locals"]):
+        for v, x in enumerate(mv.clean_locals):
             cols[f"local {v}"] = x
-        lam_l = mv["lam_locals"].cpu().tolist()
-        for j, x in enumerate(mv["mixed_locals"]):
+        lam_l = mv.lam_locals.cpu().tolist()
+        for j, x in enumerate(mv.mixed_locals):
             name = f"local {self.num_clean_locals + j} mix"
             cols[name] = x
             caps[name] = [f"lam_eff {lam_l[j][i]:.2f}" for i in range(B)]
-        title = (f"DINO + SDMP views, op = {mv['op']}; row i is mixed with row B-1-i (B = {B}); "
+        title = (f"DINO + SDMP views, op = {self.mixer.label(mv.op)}; row i is mixed with row B-1-i (B = {B}); "
                  f"local crops shown enlarged")
         return cols, caps, title
 
@@ -274,10 +252,10 @@ class DINO(Method):
             n_clean_locals = len(locals_in)
         else:
             mv = self.sdmp_views(views, rng)
-            teacher_in = mv["globals"] + [mv["global_mix"]]
-            student_globals = mv["student_globals"]
-            locals_in = mv["clean_locals"] + mv["mixed_locals"]
-            n_clean_locals = len(mv["clean_locals"])
+            teacher_in = mv.globals + [mv.global_mix]  # [G1, G2, Gm]: one forward (the head has no BatchNorm)
+            student_globals = mv.student_globals
+            locals_in = mv.clean_locals + mv.mixed_locals
+            n_clean_locals = len(mv.clean_locals)
 
         with torch.no_grad():
             t_out = self._forward(self.teacher, teacher_in)                               # [(2|3)B, K]
@@ -294,19 +272,20 @@ class DINO(Method):
             logs = {"loss": loss.detach()}
         else:
             n_clean = NUM_GLOBALS + n_clean_locals          # rows [G1, G2, clean locals | mixed locals]
-            clean, mixed, lam_mixed = logp[:n_clean], logp[n_clean:], mv["lam_locals"]
+            clean, mixed, lam_mixed = logp[:n_clean], logp[n_clean:], mv.lam_locals
             source_mask, shared = None, None
+            # L_DINO over the clean student views only; L_s and L_m over the mixed ones
             if self.mix_global_student:  # the student's global 2 is mixed: move its row to the mixed views
                 clean = torch.cat([logp[:1], logp[NUM_GLOBALS:n_clean]])
                 mixed = torch.cat([logp[1:2], mixed])
-                lam_mixed = torch.cat([mv["lam_student_global"][None], lam_mixed])
+                lam_mixed = torch.cat([mv.lam_student_global[None], lam_mixed])
                 shared = 1
                 # made on the device (a host tensor copied per step would sync): mix(G2) is not
                 # distilled from the teacher's clean G2, the same crop
                 source_mask = torch.ones(mixed.shape[0], NUM_GLOBALS, dtype=torch.bool, device=logp.device)
                 source_mask[0:1, 1:2] = False  # a slice: an async fill (a single-element setitem copies from the host)
             dino = dino_loss(clean, p_clean, shared_views=shared)
-            terms = dino_sdmp_terms(p_clean, probs[NUM_GLOBALS], mixed, lam_mixed, mv["lam_global"], source_mask)
+            terms = dino_sdmp_terms(p_clean, probs[NUM_GLOBALS], mixed, lam_mixed, mv.lam_global, source_mask)
             loss = dino + terms["source"] + terms["mix"]
             logs = {"loss": loss.detach(), "dino": dino.detach(), "source": terms["source"].detach(),
                     "mix": terms["mix"].detach(), "lam_eff": lam_mixed.mean()}
@@ -316,6 +295,8 @@ class DINO(Method):
         with torch.no_grad():
             logs["t_entropy"] = -(p_clean * p_clean.clamp_min(1e-12).log()).sum(-1).mean()
             logs["s_entropy"] = -(logp[:NUM_GLOBALS].exp() * logp[:NUM_GLOBALS]).sum(-1).mean()
+        # the centre moves once per step, after the loss has used it (forward's only side effect); from the
+        # clean global teacher outputs, and the mixed global's with sdmp.center_from_mixed
         n_center = t_out.shape[0] if (self.sdmp and self.center_from_mixed) else NUM_GLOBALS * B
         self.center.copy_(update_center(self.center, t_out[:n_center], self.center_momentum))
         return loss, logs

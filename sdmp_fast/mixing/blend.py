@@ -1,54 +1,14 @@
-"""Batched Mixup, CutMix and ResizeMix for SDMP in plain torch: the reference and the CPU path.
+"""Applying a mix draw (``MixParams``) to a batch: a deterministic function of (x, params).
 
-SDMP ("A Simple Data Mixing Prior for Improving Self-Supervised Learning", Ren et al., CVPR 2022,
-https://arxiv.org/abs/2206.07692) mixes image i of a batch with image B-1-i of the same batch
-(the batch flipped along dim 0). The losses need lam_eff, the fraction of each mixed image that
-comes from its own source.
+SDMP (Ren et al., CVPR 2022, https://arxiv.org/abs/2206.07692) mixes image i of a batch with image B-1-i
+of the same batch (the batch flipped along dim 0). Because the draw is separate from its application,
+other implementations (the Triton kernel) are checked on the same draw.
 
-The work is split in two, so that other implementations (the Triton kernel) can be checked on the
-same random draw. ``sample_mix_params`` draws everything random (the box positions) on lam's device.
-``apply_mix`` is a deterministic function of (x, params). ``mix`` is the composition of the two.
-
-Decisions on the open points of SDMP_SPEC §8, and on details the sources leave open:
-
-* Beta alpha (§8.1). ``sample_lam`` takes alpha; SDMP uses alpha = 1, which is drawn as an exact
-  ``torch.rand`` uniform. Other alphas use ``torch._sample_dirichlet`` with concentrations
-  (alpha, alpha), whose first coordinate is Beta(alpha, alpha). That is the sampler behind
-  ``torch.distributions.Beta``, but called directly it takes a ``torch.Generator``. It samples on
-  the device without a host sync and clamps to [tiny, 1 - eps], so small alphas give no NaN.
-* Box policy (§8.2). CutMix and ResizeMix boxes lie fully inside the image: top is uniform over
-  the H-h+1 valid rows and left over the W-w+1 valid columns. This is the SDMP code's ResizeMix
-  rule, applied to CutMix too. The box area then depends on lam only, so both views of a sample get
-  the same lam_eff.
-  * CutMix: h = int(H*sqrt(1-lam)), w = int(W*sqrt(1-lam)).
-  * ResizeMix: tau = 0.8*lam + 0.1 (SDMP code), h = int(H*sqrt(1-tau)), w likewise, so lam_eff
-    stays in about [0.1, 0.9].
-  * lam_eff = 1 - h*w/(H*W), the fraction of pixels really kept from x[i]. For Mixup, lam_eff = lam.
-  * Box sizes are computed in float64 on the device. This reproduces Python's
-    ``int(H*math.sqrt(1-lam))`` exactly: lam = 1 gives 0 and lam = 0 gives H.
-* lam is clamped to [0, 1]: it is a fraction, and sqrt(1-lam) is undefined above 1.
-* ResizeMix resamples the whole partner into the box exactly as
-  ``F.interpolate(partner[None], size=(h, w), mode="bilinear", align_corners=False)`` does (no
-  antialias). This includes its float32 source-coordinate arithmetic (a single rounding, as with
-  the fused multiply-add in torch's kernels), so the two agree up to float32 rounding of the blend.
-* Vectorisation: no loop over samples and no host sync. Each tile of output rows is made for the
-  whole batch at once.
-  * The source rows are fetched with ``index_select``. The partner is folded into the row index,
-    so the flipped batch is never materialised.
-  * For ResizeMix, the rows are blended vertically, then the two horizontal taps are fetched with
-    ``gather``.
-  * A 0/1 box mask built from broadcast aranges chooses own or partner pixels. ``torch.lerp`` with
-    a 0/1 weight returns exactly one of its inputs for finite pixels and is vectorised on CPU, where
-    ``torch.where`` is not.
-  * ResizeMix resamples the full grid and masks the result, because the box extent is a device value
-    and reading it would sync.
-  * The row tiles only bound the temporaries. On CPU the tiles are small (2 MiB): they stay in
-    cache and avoid the page faults that a fresh full-size temporary costs. Elsewhere one tile covers
-    the whole batch, which means the fewest kernel launches. The results do not depend on the tile
-    size.
-* Memory format. Channels_last inputs are processed as NHWC rows and contiguous ones as NCHW rows.
-  Other layouts are made contiguous first. The output has x's shape, dtype, device and memory format.
-  bf16/fp16 inputs are blended in float32 and rounded once on write.
+Two blends: one per op named on the host (row-tiled, the fast path), and one for an op code drawn on the
+device (``apply_mix`` chooses by the params' op). Both keep x unmodified and return an output with x's
+shape, dtype, device and memory format: channels_last inputs are processed as NHWC rows, contiguous ones
+as NCHW rows, other layouts are made contiguous first; bf16/fp16 inputs are blended in float32 and
+rounded once on write.
 """
 from __future__ import annotations
 
@@ -58,9 +18,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from sdmp_fast.mixing.params import MixParams, check_op, sample_mix_params, sample_selected_mix_params
+from sdmp_fast.mixing.params import OPS, MixParams, check_op, sample_mix_params
 
-# Elements in one temporary row tile, per device type (see the module docstring).
+# Elements in one temporary row tile, per device type. The tiles only bound the temporaries: on CPU they
+# are small (2 MiB), so they stay in cache and avoid the page faults a fresh full-size temporary costs;
+# elsewhere one tile covers the whole batch (the fewest kernel launches). Results do not depend on it.
 _TILE_ELEMS = {"cpu": 1 << 19}
 _TILE_ELEMS_DEFAULT = 1 << 28
 
@@ -70,14 +32,39 @@ def apply_mix(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
 
     Args:
         x: [B, C, H, W] float32/bf16/fp16 batch, contiguous or channels_last; left unmodified.
-        params: from ``sample_mix_params`` for this batch size and image size.
+        params: from ``sample_mix_params`` for this batch size and image size; an op named on the host takes
+            the row-tiled blend, an op code drawn on the device the one-select blend (equal results: exact
+            for Mixup and CutMix, within float32 rounding for ResizeMix).
     """
-    check_op(params.op)
+    if not torch.is_tensor(params.op):
+        check_op(params.op)
     if x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a floating [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+    if params.lam.shape != (x.shape[0],):
+        raise ValueError(f"params are for a batch of shape {tuple(params.lam.shape)}, x has B={x.shape[0]}")
+    if torch.is_tensor(params.op):
+        return _apply_coded(x, params)
+    return _apply_named(x, params)
+
+
+def mix(x: Tensor, lam: Tensor, op: str | Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """``apply_mix(x, sample_mix_params(lam, op, H, W, generator))``: (mixed, lam_eff [B] float32).
+
+    ``op``: a name, or an op code on x's device (``sdmp_fast.mixing.op_code``).
+    """
+    params = sample_mix_params(lam.to(x.device), op, x.shape[-2], x.shape[-1], generator)
+    return apply_mix(x, params)
+
+
+def _apply_named(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
+    """The row-tiled blend of one named op: no loop over samples and no host sync.
+
+    Each tile of output rows is made for the whole batch at once. Source rows are fetched with
+    ``index_select``, the partner folded into the row index, so the flipped batch is never materialised. A
+    0/1 box mask built from broadcast aranges chooses own or partner pixels: ``torch.lerp`` with a 0/1 weight
+    returns exactly one of its inputs for finite pixels and is vectorised on CPU, where ``torch.where`` is not.
+    """
     B, C, H, W = x.shape
-    if params.lam.shape != (B,):
-        raise ValueError(f"params are for a batch of shape {tuple(params.lam.shape)}, x has B={B}")
     lam_eff = params.lam_eff.to(x.device)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     if not nhwc:
@@ -109,18 +96,14 @@ def apply_mix(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
     return out, lam_eff
 
 
-def mix(x: Tensor, lam: Tensor, op: str, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """``apply_mix(x, sample_mix_params(lam, op, H, W, generator))``: (mixed, lam_eff [B] float32)."""
-    params = sample_mix_params(lam.to(x.device), op, x.shape[-2], x.shape[-1], generator)
-    return apply_mix(x, params)
-
-
 def _source_coords(start: Tensor, size: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
     """Bilinear taps i0, i1 ([B, n] int64) and the weight of i1 ([B, n] float32) per output position.
 
     Output position p of sample b lies at p - start[b] in a box of size[b] that holds the whole
     n-long source axis resized with align_corners=False. Positions outside the box get valid
-    clamped taps; they are masked later.
+    clamped taps; they are masked later. This is ``F.interpolate(partner[None], size=(h, w),
+    mode="bilinear", align_corners=False)`` (no antialias) down to its float32 coordinate arithmetic, so
+    ResizeMix agrees with it up to float32 rounding of the blend.
     """
     scale = torch.full_like(size, n, dtype=torch.float32) / size.clamp(min=1).to(torch.float32)
     local = torch.arange(n, device=start.device, dtype=torch.float64)[None, :] - start[:, None]
@@ -246,6 +229,9 @@ def _cutmix_blend(rows: _Rows, params: MixParams, compute: torch.dtype) -> tuple
 
 
 def _resizemix_blend(rows: _Rows, params: MixParams, compute: torch.dtype) -> tuple[_Blend, int]:
+    """The whole partner resampled into the box: rows blended vertically, then the two horizontal taps
+    gathered. The full grid is resampled and then masked, since the box extent is a device value (reading
+    it to cut the work would sync)."""
     _, partner, _ = rows.batch_grid()
     top, left, height, width = rows.box(params)
     y0, y1, wy = _source_coords(top, height, rows.H)
@@ -275,32 +261,20 @@ def _resizemix_blend(rows: _Rows, params: MixParams, compute: torch.dtype) -> tu
 _BLENDS = {"mixup": _mixup_blend, "cutmix": _cutmix_blend, "resizemix": _resizemix_blend}
 
 
-# ----------------------------------------------------------------------------- op chosen on the device
+def _apply_coded(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
+    """One blend for all three ops, the op a device code: ``lerp(P, x, keep)``.
 
-
-def apply_selected_mix(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
-    """One blend for all three ops: ``lerp(P, x, keep)``; returns (mixed, lam_eff [B] float32).
-
-    P is the partner x[B-1-i] resampled bilinearly into the box for ResizeMix and taken as it is
-    otherwise (an identity resampling: integer taps with weight 0, exact); ``keep`` is lam for Mixup
-    and 0 inside / 1 outside the box for CutMix and ResizeMix (lerp returns one input exactly at 0
-    and 1). Equal to ``apply_mix`` of the same op: exactly for Mixup and CutMix, within float32
-    rounding for ResizeMix. Unlike ``apply_mix`` it builds full-size temporaries (simple, and a graph
-    replays it without host work); x is left unmodified, the output keeps its dtype and memory format.
+    P is the partner x[B-1-i] resampled bilinearly into the box for ResizeMix and taken as it is otherwise
+    (an identity resampling: integer taps with weight 0, exact); ``keep`` is lam for Mixup and 0 inside / 1
+    outside the box for CutMix and ResizeMix (lerp returns one input exactly at 0 and 1). Unlike the tiled
+    blend it builds full-size temporaries: simple, and a captured graph replays it without host work.
     """
-    if x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be a floating [B, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
     B, C, H, W = x.shape
-    if params.lam.shape != (B,):
-        raise ValueError(f"params are for a batch of shape {tuple(params.lam.shape)}, x has B={B}")
     compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     xf = x.to(compute)
     partner = xf.flip(0)
-    if not torch.is_tensor(params.op):
-        raise ValueError(f"apply_selected_mix takes params with a device op code (sample_selected_mix_params), "
-                         f"got op {params.op!r}: use apply_mix")
     code = params.op
-    is_resize = code == 2
+    is_resize = code == OPS.index("resizemix")
     full_h, full_w = torch.full_like(params.height, H), torch.full_like(params.width, W)
     zero = torch.zeros_like(params.top)
     y0, y1, wy = _source_coords(torch.where(is_resize, params.top, zero),
@@ -316,14 +290,8 @@ def apply_selected_mix(x: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
                    p.gather(3, x1[:, None, None, :].expand(B, C, H, W)), wx.to(compute)[:, None, None, :])
     inside = (_inside(params.top, params.height, H)[:, None, :, None]
               & _inside(params.left, params.width, W)[:, None, None, :])
-    keep = torch.where(code == 0, params.lam.to(compute)[:, None, None, None], (~inside).to(compute))
+    keep = torch.where(code == OPS.index("mixup"), params.lam.to(compute)[:, None, None, None],
+                       (~inside).to(compute))
     out = torch.lerp(p, xf, keep).to(x.dtype)
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format), params.lam_eff
-
-
-def mix_selected(x: Tensor, lam: Tensor, op_index: Tensor, ops: tuple[str, ...],
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """``mix`` with the op ``ops[op_index]`` chosen by a 0-dim device tensor: (mixed, lam_eff [B] float32)."""
-    params = sample_selected_mix_params(lam.to(x.device), op_index, tuple(ops), x.shape[-2], x.shape[-1], generator)
-    return apply_selected_mix(x, params)

@@ -12,15 +12,15 @@ import copy
 from pathlib import Path
 
 import torch
-
 from distributed import launch
+
 from sdmp_fast.config import load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.losses import moco_sdmp_loss
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs, update_center
 from sdmp_fast.methods import build_method
-from sdmp_fast.streams import StepRandom
 from sdmp_fast.models import build_backbone
+from sdmp_fast.streams import StepRandom
 
 WORLD, B = 2, 4
 CPU = torch.device("cpu")
@@ -90,14 +90,14 @@ def test_mocov3_sdmp_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_p
     outs = launch(_rank_step, WORLD, (MOCO, views, str(tmp_path)), timeout=120)
     cfg, method, _ = _build(MOCO)
     mv = _rank_views(method, MOCO, views, outs)
-    assert mv[0]["op"] == mv[1]["op"]                                  # shared stream: the same op
-    assert not torch.allclose(mv[0]["lam_q"], mv[1]["lam_q"])          # per-rank stream: different lambdas
-    cat = {k: torch.cat([m[k] for m in mv]) for k in ("a", "b", "b_mix", "a_mix")}
+    assert mv[0].op == mv[1].op                                        # shared stream: the same op
+    assert not torch.allclose(mv[0].lam_q, mv[1].lam_q)                # per-rank stream: different lambdas
+    cat = {k: torch.cat([getattr(m, k) for m in mv]) for k in ("a", "b", "b_mix", "a_mix")}
     q_a, q_bm = method.student(cat["a"]), method.student(cat["b_mix"])  # BatchNorm over all 2B samples
     with torch.no_grad():
         k_a, k_am, k_b = (method.teacher(cat[k]) for k in ("a", "a_mix", "b"))
     T, sl = cfg.method.temperature, [slice(r * B, (r + 1) * B) for r in range(WORLD)]
-    loss = sum(moco_sdmp_loss(q_a[s], q_bm[s], k_a, k_am, k_b, m["lam_q"], m["lam_k"], T, rank=r,
+    loss = sum(moco_sdmp_loss(q_a[s], q_bm[s], k_a, k_am, k_b, m.lam_q, m.lam_k, T, rank=r,
                               weights=cfg.sdmp.weights)["loss"] for r, (s, m) in enumerate(zip(sl, mv))) / WORLD
     _check(outs, method, loss)
 
@@ -107,22 +107,22 @@ def test_dino_sdmp_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_pat
     outs = launch(_rank_step, WORLD, (DINO, views, str(tmp_path)), timeout=120)
     cfg, method, _ = _build(DINO)
     mv = _rank_views(method, DINO, views, outs)
-    assert mv[0]["op"] == mv[1]["op"] and not torch.allclose(mv[0]["lam_global"], mv[1]["lam_global"])
+    assert mv[0].op == mv[1].op and not torch.allclose(mv[0].lam_global, mv[1].lam_global)
 
     def cat(key):
-        return [torch.cat([m[key][i] for m in mv]) for i in range(len(mv[0][key]))]
+        return [torch.cat([getattr(m, key)[i] for m in mv]) for i in range(len(getattr(mv[0], key)))]
     with torch.no_grad():
-        t_out = method.teacher(torch.cat(cat("globals") + [torch.cat([m["global_mix"] for m in mv])]))
+        t_out = method.teacher(torch.cat(cat("globals") + [torch.cat([m.global_mix for m in mv])]))
     locals_ = cat("clean_locals") + cat("mixed_locals")
     s_out = torch.cat([method.student(torch.cat(cat("student_globals"))), method.student(torch.cat(locals_))])
     K, center0 = t_out.shape[-1], method.center.clone()
     probs = teacher_probs(t_out, center0, method.teacher_temp).view(3, WORLD * B, K)
     logp = student_log_probs(s_out, method.student_temp).view(-1, WORLD * B, K)
-    n_clean = 2 + len(mv[0]["clean_locals"])
+    n_clean = 2 + len(mv[0].clean_locals)
     loss = 0
     for r, m in enumerate(mv):
         s = slice(r * B, (r + 1) * B)
-        terms = dino_sdmp_terms(probs[:2, s], probs[2, s], logp[n_clean:, s], m["lam_locals"], m["lam_global"])
+        terms = dino_sdmp_terms(probs[:2, s], probs[2, s], logp[n_clean:, s], m.lam_locals, m.lam_global)
         loss = loss + (dino_loss(logp[:n_clean, s], probs[:2, s]) + terms["source"] + terms["mix"]) / WORLD
     _check(outs, method, loss)
     center = update_center(center0, t_out[:2 * WORLD * B], method.center_momentum)

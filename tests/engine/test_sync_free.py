@@ -19,6 +19,7 @@ from sdmp_fast.config import ConfigError, load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
+from sdmp_fast.mixing import build_mixer
 from sdmp_fast.models import build_backbone
 from sdmp_fast.registry import LOADERS
 
@@ -45,6 +46,11 @@ class NoHostSync(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _draw_on_the_device(method) -> None:
+    """The Mixer ``run.cuda_graph`` builds, for a trainer that steps eagerly (the comparison arm, CPU tests)."""
+    method.mixer = build_mixer(method.mixer.ops, method.mixer.alpha, device_draws=True)
+
+
 def _trainer(overrides, device="cpu"):
     cfg = load_config(None, overrides + [f"run.device={device}"])
     dev = torch.device(device)
@@ -64,7 +70,8 @@ def test_the_guard_catches_a_host_read():
 @pytest.mark.parametrize("device_draws", [False, True], ids=["host-draws", "device-draws"])
 def test_steps_run_without_host_synchronisation(overrides, device_draws):
     trainer, ld = _trainer(overrides)
-    trainer.method.device_draws = device_draws
+    if device_draws:
+        _draw_on_the_device(trainer.method)
     batches = [b.views for b in itertools.islice(iter(ld), 4)]
     with NoHostSync():
         logs = [trainer.train_step(v) for v in batches]
@@ -95,7 +102,7 @@ STEP_MODULES = {
     "sdmp_fast/methods/base.py": set(), "sdmp_fast/methods/mocov3.py": {"view_grid"},
     "sdmp_fast/methods/dino.py": {"view_grid", "prepare", "__init__"},
     "sdmp_fast/losses/sdmp.py": set(), "sdmp_fast/losses/dino.py": set(), "sdmp_fast/mixing/params.py": set(),
-    "sdmp_fast/mixing/blend.py": set(), "sdmp_fast/schedules.py": set(), "sdmp_fast/streams.py": {"HostStream", "rank_reseed", "pipeline_seed", "seed_step_streams"},
+    "sdmp_fast/mixing/blend.py": set(), "sdmp_fast/mixing/mixer.py": set(), "sdmp_fast/schedules.py": set(), "sdmp_fast/streams.py": {"HostStream", "rank_reseed", "pipeline_seed", "seed_step_streams"},
     "sdmp_fast/engine/ema.py": set(), "sdmp_fast/engine/optim.py": set(), "sdmp_fast/engine/graph.py": set(),
     "sdmp_fast/models/norm.py": set(), "sdmp_fast/models/heads.py": set(),
 }
@@ -192,7 +199,7 @@ def test_gpu_graph_replays_equal_the_eager_step(overrides):
     common = overrides + ["run.precision=fp32"] + ([f"method.freeze_last_layer={5 / 6400}"] if dino else [])
     graph, ld = _trainer(common + ["run.cuda_graph=true"], "cuda")
     eager, _ = _trainer(common, "cuda")
-    eager.method.device_draws = True
+    _draw_on_the_device(eager.method)
     batches = [b.views for b in itertools.islice(iter(ld), 11)]
     lams, lrs = [], []
     for v in batches:
@@ -222,12 +229,14 @@ def test_gpu_graph_refuses_a_changed_shape():
 def test_graph_step_bookkeeping_on_cpu(overrides):
     """GraphStep with the emulated backend (replays re-run what was captured, with the capture's host step)
     equals the eager device-draw step exactly; DINO re-captures when its frozen phase ends."""
-    from sdmp_fast.engine.graph import EmulatedGraphs, GraphStep
+    from graphs import EmulatedGraphs
+
+    from sdmp_fast.engine.graph import GraphStep
     graphed, ld = _trainer(overrides)
-    graphed.method.device_draws = True
+    _draw_on_the_device(graphed.method)
     graphed.graph = GraphStep(graphed, warmup=2, backend=EmulatedGraphs())
     eager, _ = _trainer(overrides)
-    eager.method.device_draws = True
+    _draw_on_the_device(eager.method)
     batches = [b.views for b in itertools.islice(iter(ld), 6)]
     with NoHostSync():
         for v in batches:

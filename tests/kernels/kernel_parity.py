@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared image helpers
 
 from images import canvas_of, texture  # noqa: E402
+
 from sdmp_fast import augment as aug  # noqa: E402
 from sdmp_fast import mixing  # noqa: E402
 from sdmp_fast.augment.recipes import Recipe, ViewSpec, dino_recipe, mocov3_recipe  # noqa: E402
@@ -327,9 +328,9 @@ def _method_case(kind: str, op: str):
         """An SDMP forward with sdmp.impl=triton equals the one with sdmp.impl=torch (same weights and draws)."""
         from sdmp_fast.config import load_config
         from sdmp_fast.methods import build_method
-        from sdmp_fast.streams import StepRandom
         from sdmp_fast.methods.base import method_recipe
         from sdmp_fast.models import build_backbone
+        from sdmp_fast.streams import StepRandom
         loss = {}
         for impl in ("torch", "triton"):
             cfg = load_config(overrides={**METHOD_TINY[kind], "sdmp.impl": impl, "sdmp.ops": [op]})

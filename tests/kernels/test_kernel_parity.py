@@ -14,9 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import kernel_parity
+import pytest
 
 HERE = Path(__file__).resolve().parent
 

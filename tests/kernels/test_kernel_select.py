@@ -9,7 +9,7 @@ import torch
 
 from sdmp_fast import augment, mixing
 from sdmp_fast.config import ConfigError, load_config
-from sdmp_fast.kernels import check_launchable, select_apply_views, select_mix
+from sdmp_fast.kernels import check_launchable, select_apply_views, select_mix, select_mixer
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 
@@ -50,7 +50,16 @@ def test_methods_resolve_sdmp_impl_when_built(monkeypatch, method):
     with pytest.raises(ConfigError, match=r"set sdmp\.impl=torch"):
         build_method(cfg, build_backbone(cfg))
     off = load_config(overrides={"method.name": method, "sdmp.impl": "triton", "sdmp.enabled": False, **extra})
-    assert build_method(off, build_backbone(off)).mix is mixing.mix  # no mixing: nothing to select
+    assert build_method(off, build_backbone(off)).mixer is None  # no mixing: nothing to select
+
+
+def test_select_mixer_follows_the_config():
+    assert select_mixer(load_config(overrides=["sdmp.enabled=false"])) is None
+    host = select_mixer(load_config(overrides=["sdmp.enabled=true", "sdmp.ops=mixup,cutmix", "sdmp.alpha=0.5"]))
+    assert type(host) is mixing.HostMixer and host.ops == ("mixup", "cutmix") and host.alpha == 0.5
+    assert host.mix_fn is mixing.mix
+    graph = select_mixer(load_config(overrides=["sdmp.enabled=true", "run.cuda_graph=true"]))
+    assert type(graph) is mixing.DeviceMixer  # a captured step replays no host draw
 
 
 def test_config_accepts_the_impls_and_checks_the_loader():
@@ -72,8 +81,8 @@ def test_importing_the_kernels_package_imports_no_triton():
 @no_cuda
 def test_nvjpeg_loader_resolves_augment_impl_when_built(monkeypatch, image_folder):
     from loaders.nvjpeg import build
-    from sdmp_fast.data.folders import scan_folder
     from sdmp_fast.augment.recipes import mocov3_recipe
+    from sdmp_fast.data.folders import scan_folder
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     cfg = load_config(overrides={"data.loader": "nvjpeg", "data.augment_impl": "triton", "data.batch_size": 4})
     split, _ = scan_folder(image_folder / "train")

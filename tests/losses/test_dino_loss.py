@@ -64,7 +64,7 @@ def test_center_update_is_an_ema_of_the_batch_mean():
 
 
 def reference_sdmp_terms(P_a, P_m, logS, lam, lam_g, mask=None):
-    """SDMP_SPEC §3.2 sample by sample: loops over mixed views v, teacher globals a and samples i."""
+    """The DINO + SDMP terms of docs/method.md (SDMP for DINO) sample by sample: loops over mixed views v, teacher globals a and samples i."""
     A, B, _ = P_a.shape
     V = logS.shape[0]
     source_pairs, n_pairs = 0.0, 0

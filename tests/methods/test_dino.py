@@ -9,11 +9,11 @@ from sdmp_fast.config import load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.losses.dino import dino_loss, dino_sdmp_terms, student_log_probs, teacher_probs
 from sdmp_fast.methods import build_method
-from sdmp_fast.streams import StepRandom
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.mixing import mix, sample_lam
 from sdmp_fast.models import build_backbone
 from sdmp_fast.registry import LOADERS
+from sdmp_fast.streams import StepRandom
 
 # 51200 synthetic samples / batch 16 = 3200 steps per epoch
 TINY = ["method.name=dino", "model.backbone=vit_tiny_p4_dino", "data.batch_size=16", "data.image_size=16",

@@ -8,10 +8,10 @@ import loaders  # noqa: F401
 from sdmp_fast.config import load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.methods import build_method
-from sdmp_fast.streams import StepRandom
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
 from sdmp_fast.registry import LOADERS
+from sdmp_fast.streams import StepRandom
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["data.batch_size=16", "method.hidden_dim=64", "method.out_dim=32", "run.max_steps=40", "optim.warmup_epochs=0"]
