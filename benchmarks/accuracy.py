@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="fashion-mnist: an ImageNet-style folder instead of the embedded data; "
                                               "imagenet: the ImageNet folder")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=list(fashion_mnist.FASHION_ARMS), choices=list(fashion_mnist.FASHION_ARMS))
+    p.add_argument("--arms", nargs="+", default=list(fashion_mnist.FASHION_ARMS),
+                   choices=list(fashion_mnist.FASHION_ARMS))
     p.add_argument("--runs-root", nargs="+", default=["runs/accuracy"],
                    help="where run directories <arm>-s<seed> are found (first: where new ones are written)")
     p.add_argument("--collect", action="store_true", help="only evaluate finished pretraining runs")
@@ -57,12 +58,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-cifar10", default="", metavar="DIR", help="cifar: the extracted cifar-10-batches-py folder")
     p.add_argument("--data-cifar100", default="", metavar="DIR", help="cifar: the extracted cifar-100-python folder")
     p.add_argument("--cifar-model", default="r50", choices=list(cifar.CIFAR_BACKBONES), help="cifar: Table 5's ResNet")
-    p.add_argument("--cifar-epochs", type=int, default=200, choices=[200, 2000], help="cifar: Table 5's pretraining epochs")
+    p.add_argument("--cifar-epochs", type=int, default=200, choices=[200, 2000],
+                   help="cifar: Table 5's pretraining epochs")
     p.add_argument("--cifar-arms", nargs="+", default=list(cifar.CIFAR_ARMS), choices=list(cifar.CIFAR_ARMS))
     p.add_argument("--pretrain-steps", type=int, default=0,
-                   help="cifar: reduced budget, pretrain this many steps instead of the epochs (0 = the paper's epochs)")
+                   help="cifar: reduced budget, pretrain this many steps instead of the epochs (0 = the paper's "
+                        "epochs)")
     p.add_argument("--linear-fast", action="store_true",
-                   help="cifar: reduced budget, linear evaluation on cached features (fast mode, not the paper protocol)")
+                   help="cifar: reduced budget, linear evaluation on cached features (fast mode, not the paper "
+                        "protocol)")
     p.add_argument("--results", default=None, help="output stem (default: docs/results/accuracy_<preset>)")
     return p
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Skipped(Exception):
-    """A loader that cannot run here; the message is the row's status."""
+    """A loader that cannot run here (its data needs a package that is missing); the message is the row's status."""
 
 
 def replicate_folder(src: Path, dst: Path, n: int) -> tuple[Path, int]:
@@ -130,8 +130,10 @@ def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_i
             row.update(status="ok", **e2e_rate(Path(summary["out_dir"]) / "metrics.jsonl", warmup, batch),
                        fit_images_per_s=summary["images_per_s"], workers=workers,
                        wall_s=round(time.perf_counter() - t0, 1))
-        except (Skipped, pkg.MissingBackend) as e:
-            row["status"] = str(e) if isinstance(e, Skipped) else f"skipped: {e}"
+        except Skipped as e:
+            row.update(source=train_data.source, status=str(e))
+        except pkg.MissingBackend as e:
+            row["status"] = f"skipped: {e}"
         except (Exception, SystemExit) as e:  # noqa: BLE001 - one failed loader is reported; the others still run
             row["status"] = failed(f"e2e {name}", e, failures)
         finally:
