@@ -15,6 +15,7 @@ images/s (drift). Results are printed and written as JSON with the environment r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -25,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import package as pkg  # noqa: E402
 from benchmarks.timing import env_record, sync, write_json  # noqa: E402
 
 BACKENDS = {"dali": "nvidia.dali", "ffcv": "ffcv"}
@@ -43,62 +45,62 @@ def rss_mib() -> float:
     return total / 2**20
 
 
-def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every: float, warmup: float,
-             out_dir: Path) -> dict:
-    import dataclasses
+def loader_setup(cfg, loader_name: str, out_dir: Path):
+    """(config, split) loader ``loader_name`` trains on: the run's training split, for ffcv as a .beton of it
+    (written once into ``out_dir``); the synthetic loader reads none."""
+    if loader_name == "synthetic":
+        return cfg, None
+    split = pkg.training_split(cfg)
+    if loader_name != "ffcv":
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader_name)), split
+    beton = out_dir / f"soak-{len(split)}.beton"
+    if not beton.is_file():
+        pkg.write_beton(split.root, beton, progress=True)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader="ffcv", beton=str(beton))), None
 
-    import loaders  # noqa: F401
-    from sdmp_fast.config import resolve
-    from sdmp_fast.methods import build_method
-    from sdmp_fast.methods.base import method_recipe
-    from sdmp_fast.models import build_backbone
-    from sdmp_fast.pretrain import load_splits
-    from sdmp_fast.registry import LOADERS
-    from sdmp_fast.engine.trainer import Trainer
-    kwargs = {}
-    if loader_name == "ffcv":
-        split = load_splits(cfg)[0]
-        beton = out_dir / f"soak-{len(split)}.beton"
-        if not beton.is_file():
-            from loaders.write_beton import write_beton
-            write_beton(split.root, beton, progress=True)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader="ffcv", beton=str(beton)))
-    elif loader_name != "synthetic":
-        kwargs["split"] = load_splits(cfg)[0]
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader_name))
-    torch.manual_seed(cfg.run.seed)
-    method = build_method(cfg, build_backbone(cfg)).to(device)
-    ld = LOADERS.build(loader_name, cfg, method_recipe(cfg), rank=0, world=1, device=device, **kwargs)
-    res = resolve(cfg, ld.num_samples)
-    # schedules long enough for any soak (a table of 10^6 steps), never ending inside it
-    trainer = Trainer(cfg, dataclasses.replace(res, total_steps=10**6), method, ld, device, out_dir / loader_name)
+
+def sample_row(t0: float, t_win: float, n_win: int, step: int, device: torch.device) -> tuple[dict, float]:
+    """(one sample: time, the window's images/s, host RSS and, on a GPU, device memory; the time it was taken)."""
+    sync(device)
+    now = time.time()
+    row = {"t_s": round(now - t0, 1), "images_per_s": round(n_win / (now - t_win), 1),
+           "rss_mib": round(rss_mib(), 1), "step": step}
+    if device.type == "cuda":
+        row.update(cuda_allocated_mib=round(torch.cuda.memory_allocated(device) / 2**20, 1),
+                   cuda_reserved_mib=round(torch.cuda.memory_reserved(device) / 2**20, 1))
+    return row, now
+
+
+def train_and_sample(trainer, ld, device: torch.device, name: str, minutes: float, every: float) -> tuple[list, int]:
+    """(samples, epochs started): train epoch after epoch for ``minutes``, one sample every ``every`` seconds."""
     samples, t0 = [], time.time()
     t_win, n_win, epoch = t0, 0, 0
     deadline = t0 + 60 * minutes
-    done = False
-    while not done:
+    while True:
         ld.set_epoch(epoch)
         for batch in ld:
             trainer.train_step(batch.views)
             n_win += batch.size
             now = time.time()
             if now - t_win >= every or now >= deadline:
-                sync(device)
-                now = time.time()
-                row = {"t_s": round(now - t0, 1), "images_per_s": round(n_win / (now - t_win), 1),
-                       "rss_mib": round(rss_mib(), 1), "step": trainer.step}
-                if device.type == "cuda":
-                    row.update(cuda_allocated_mib=round(torch.cuda.memory_allocated(device) / 2**20, 1),
-                               cuda_reserved_mib=round(torch.cuda.memory_reserved(device) / 2**20, 1))
+                row, t_win = sample_row(t0, t_win, n_win, trainer.step, device)
                 samples.append(row)
-                print(f"  {loader_name:9s} {json.dumps(row)}", file=sys.stderr)
-                t_win, n_win = now, 0
-                if now >= deadline:
-                    done = True
-                    break
+                print(f"  {name:9s} {json.dumps(row)}", file=sys.stderr)
+                n_win = 0
+                if t_win >= deadline:
+                    return samples, epoch + 1
         epoch += 1
+
+
+def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every: float, warmup: float,
+             out_dir: Path) -> dict:
+    """Train with ``loader_name`` for ``minutes`` and summarise memory and speed after the warm-up fraction."""
+    cfg, split = loader_setup(cfg, loader_name, out_dir)
+    # schedules long enough for any soak (a table of 10^6 steps), never ending inside it
+    trainer, ld, _, _ = pkg.build_trainer(cfg, loader_name, device, out_dir / loader_name, split, total_steps=10**6)
+    samples, epochs = train_and_sample(trainer, ld, device, loader_name, minutes, every)
     after = [s for s in samples if s["t_s"] >= warmup * 60 * minutes] or samples
-    out = {"loader": loader_name, "minutes": minutes, "steps": trainer.step, "epochs_started": epoch + 1,
+    out = {"loader": loader_name, "minutes": minutes, "steps": trainer.step, "epochs_started": epochs,
            "rss_after_warmup_mib": after[0]["rss_mib"], "rss_end_mib": samples[-1]["rss_mib"],
            "rss_growth_after_warmup_mib": round(samples[-1]["rss_mib"] - after[0]["rss_mib"], 1),
            "rss_max_after_warmup_mib": max(s["rss_mib"] for s in after),
@@ -109,7 +111,7 @@ def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every:
     if device.type == "cuda":
         out["cuda_reserved_growth_after_warmup_mib"] = round(samples[-1]["cuda_reserved_mib"]
                                                              - after[0]["cuda_reserved_mib"], 1)
-    del trainer, ld, method
+    del trainer, ld
     return out
 
 
@@ -124,16 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None, help="default: benchmarks/results/soak-<device>.json")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
-    from sdmp_fast.config import load_config
-    from sdmp_fast.data.folders import default_cache_dir
-    from sdmp_fast.cli import pick_device
-    cfg = load_config(args.config, ["run.knn=false", *args.overrides])
-    device = pick_device(args.device)
+    cfg = pkg.load_config(args.config, ["run.knn=false", *args.overrides])
+    device = pkg.pick_device(args.device)
     names = [n.strip() for n in args.loaders.split(",") if n.strip()]
     missing = [n for n in names if n in BACKENDS and importlib.util.find_spec(BACKENDS[n]) is None]
     if missing:
         print(f"[soak] skipping {missing}: not installed", file=sys.stderr)
-    out_dir = default_cache_dir(cfg.data.cache_dir) / "soak"
+    out_dir = pkg.default_cache_dir(cfg.data.cache_dir) / "soak"
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"env": env_record(device), "config": {"overrides": args.overrides, "config": args.config},
               "results": []}

@@ -48,7 +48,8 @@ def test_imagenet_preset_prints_commands_and_runs_nothing(capsys, tmp_path):
     rec = accuracy.main(["--preset", "imagenet", "--data", str(tmp_path / "imagenet"), "--gpus", "4"])
     out = capsys.readouterr().out
     assert not rec["executed"] and "Nothing was run" in out
-    assert f"torchrun --standalone --nproc_per_node 4 -m sdmp_fast.pretrain --config configs/mocov3_sdmp_vit_s.yaml" in out
+    assert ("torchrun --standalone --nproc_per_node 4 -m sdmp_fast.pretrain --config configs/mocov3_sdmp_vit_s.yaml"
+            in out)
     assert len(rec["rows"]) == 8 and all(r["estimate"] for r in rec["rows"])
     with pytest.raises(SystemExit, match="Nothing was run"):
         accuracy.main(["--preset", "imagenet", "--data", str(tmp_path / "imagenet"), "--execute"])
