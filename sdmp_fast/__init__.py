@@ -3,7 +3,8 @@
 Public API: :class:`Config`, :func:`load_config`, :func:`build_method`, :func:`train`.
 Importing the package imports no optional backend (DALI, FFCV, Triton).
 """
-from sdmp_fast.config import Config, ConfigError, load_config
+from sdmp_fast.config import Config, load_config
+from sdmp_fast.schema import ConfigError
 
 __all__ = ["Config", "ConfigError", "load_config", "build_method", "train"]
 __version__ = "0.1.0"

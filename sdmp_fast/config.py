@@ -1,9 +1,10 @@
-"""Configuration: frozen dataclasses are the schema and the defaults.
+"""Configuration of pretraining: frozen dataclasses are the schema and the defaults.
 
-Precedence: dataclass defaults < ``--config file.yaml`` < CLI ``key=value`` overrides.
-Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the key
-and what is allowed. ``resolve()`` computes derived values (per-rank batch, scaled lr,
-step counts) once; only ``build_*`` functions read config objects.
+Precedence: dataclass defaults < ``--config file.yaml`` < CLI ``key=value`` overrides (``sdmp_fast/schema.py``).
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the key and what is
+allowed. ``resolve()`` computes derived values (per-rank batch, scaled lr, step counts) once; only
+``build_*`` functions read config objects. Which combinations a loader accepts (``data.beton``,
+``data.format``, ``data.augment_impl``) is the loaders' knowledge: ``loaders.check_config``.
 
 The defaults are the embedded default run: MoCo v3 + SDMP with a tiny ViT on Fashion-MNIST
 (upsampled to 32 px) on whatever device is present. The ImageNet recipes of the paper live in
@@ -11,23 +12,14 @@ The defaults are the embedded default run: MoCo v3 + SDMP with a tiny ViT on Fas
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sdmp_fast.schema import ConfigError, choices, dump_yaml, load, markdown_reference, need, to_dict
 
-
-class ConfigError(ValueError):
-    """A config key is unknown, has the wrong type or an impossible value."""
-
-
-def _choices(*names: str) -> dict:
-    return {"choices": names}
+__all__ = ["ALIASES", "Config", "ConfigError", "Resolved", "SECTIONS", "config_markdown", "dump_yaml", "load_config",
+           "resolve", "to_dict", "validate"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +27,7 @@ class DataConfig:
     loader: str = field(default="torch", metadata={"help": "loader name (see --help for the registered ones)"})
     format: str = field(default="folder", metadata={"help": "folder (ImageNet-style) or webdataset (tar shards written by python -m loaders.shards; dali loader only)"})
     beton: str = field(default="", metadata={"help": "FFCV .beton to train from (python -m loaders.write_beton): required by the ffcv loader, also read by the nvjpeg loader (without ffcv). The k-NN monitor still uses data.path"})
-    order: str = field(default="random", metadata={"help": "ffcv loader: 'random' (the shared sharding rule: the same samples per step as every other loader) or 'quasi_random' (ffcv's page-local order for data that does not fit in RAM; one process only)", **_choices("random", "quasi_random")})
+    order: str = field(default="random", metadata={"help": "ffcv loader: 'random' (the shared sharding rule: the same samples per step as every other loader) or 'quasi_random' (ffcv's page-local order for data that does not fit in RAM; one process only)", **choices("random", "quasi_random")})
     os_cache: bool = field(default=True, metadata={"help": "ffcv loader: read through the OS page cache (memory-maps the .beton; best when it fits in RAM or several processes share it); false = ffcv's process cache"})
     path: str = field(default="", metadata={"help": "ImageNet-style folder with train/ and val/ (or a single split), or a CIFAR folder (cifar-10-batches-py, cifar-100-python: materialised once as PNGs in data.cache_dir); empty = embedded Fashion-MNIST; with data.format=webdataset the shard folder (OUT of python -m loaders.shards)"})
     cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = $SDMP_CACHE or ~/.cache/sdmp_fast"})
@@ -55,7 +47,7 @@ class DataConfig:
     local_crops: int = field(default=8, metadata={"help": "DINO: local views per image (multi-crop L; DINO + SDMP mixes locals L//2 ... L-1); MoCo v3 ignores it"})
     local_size: int = field(default=16, metadata={"help": "DINO: side of the local views in pixels (96 for 224 px global views; 16 for the 32 px default)"})
     local_scale: tuple[float, float] = field(default=(0.05, 0.4), metadata={"help": "DINO: RandomResizedCrop area fraction range of the local views"})
-    augment_impl: str = field(default="torch", metadata={"help": "nvjpeg and ffcv loaders: batched view augmentation 'torch' (sdmp_fast/augment, any device) or 'triton' (sdmp_fast/kernels: a few launches per view size; needs a CUDA GPU)", **_choices("torch", "triton")})
+    augment_impl: str = field(default="torch", metadata={"help": "nvjpeg and ffcv loaders: batched view augmentation 'torch' (sdmp_fast/augment, any device) or 'triton' (sdmp_fast/kernels: a few launches per view size; needs a CUDA GPU)", **choices("torch", "triton")})
 
 
 @dataclass(frozen=True)
@@ -90,10 +82,10 @@ class MethodConfig:
 @dataclass(frozen=True)
 class SDMPConfig:
     enabled: bool = field(default=True, metadata={"help": "add SDMP's mixed views and losses"})
-    variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view; DINO: half of the local views) or 'extra' (two extra views; MoCo v3 only)", **_choices("replace", "extra")})
+    variant: str = field(default="replace", metadata={"help": "'replace' (a mixed view replaces one clean query view; DINO: half of the local views) or 'extra' (two extra views; MoCo v3 only)", **choices("replace", "extra")})
     ops: tuple[str, ...] = field(default=("mixup", "cutmix", "resizemix"), metadata={"help": "mixing ops; one is drawn uniformly per step (shared by all ranks)"})
     alpha: float = field(default=1.0, metadata={"help": "lambda ~ Beta(alpha, alpha) per sample"})
-    impl: str = field(default="torch", metadata={"help": "mixing implementation: 'torch' (the reference, any device) or 'triton' (sdmp_fast/kernels: one kernel launch per mix; needs a CUDA GPU)", **_choices("torch", "triton")})
+    impl: str = field(default="torch", metadata={"help": "mixing implementation: 'torch' (the reference, any device) or 'triton' (sdmp_fast/kernels: one kernel launch per mix; needs a CUDA GPU)", **choices("torch", "triton")})
     weights: tuple[float, float, float] = field(default=(1.0, 0.5, 0.5), metadata={"help": "MoCo v3: loss weights (clean, source, mix) of the 'replace' variant (DINO uses Eq. 9's unit weights)"})
     mix_global_student: bool = field(default=False, metadata={"help": "DINO: the student's second global view is replaced by its mixed version (Table 10's 2 + 0 row, where it is the only mixed student view)"})
     center_from_mixed: bool = field(default=False, metadata={"help": "DINO: also update the centre from the teacher outputs of the mixed global view (default: clean global views only, DINO's rule)"})
@@ -101,7 +93,7 @@ class SDMPConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = field(default="adamw", metadata={"help": "optimizer", **_choices("adamw", "lars", "sgd")})
+    name: str = field(default="adamw", metadata={"help": "optimizer", **choices("adamw", "lars", "sgd")})
     lr: float = field(default=1.5e-3, metadata={"help": "base learning rate per 256 images (scaled by global batch / 256); the default is for the short CPU run, the ImageNet configs use MoCo v3's 1.5e-4"})
     min_lr: float = field(default=0.0, metadata={"help": "final learning rate of the cosine (absolute)"})
     weight_decay: float = field(default=0.1, metadata={"help": "weight decay (MoCo v3: 0.1 AdamW ViT, 1e-6 LARS ResNet; DINO: 0.04 at step 0)"})
@@ -110,7 +102,7 @@ class OptimConfig:
     momentum: float = field(default=0.9, metadata={"help": "SGD/LARS momentum"})
     warmup_epochs: float = field(default=0.05, metadata={"help": "linear warm-up length in epochs (fractions allowed)"})
     clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm (0 = off)"})
-    clip_mode: str = field(default="global", metadata={"help": "how clip_grad applies: 'global' = one norm over all student parameters; 'per_param' = each parameter's gradient scaled by min(1, clip_grad / (norm + 1e-6)) (DINO)", **_choices("global", "per_param")})
+    clip_mode: str = field(default="global", metadata={"help": "how clip_grad applies: 'global' = one norm over all student parameters; 'per_param' = each parameter's gradient scaled by min(1, clip_grad / (norm + 1e-6)) (DINO)", **choices("global", "per_param")})
 
 
 @dataclass(frozen=True)
@@ -121,7 +113,7 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "seed of every random stream"})
     out_dir: str = field(default="runs/default", metadata={"help": "run directory: config, metrics, checkpoints, export"})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda' or 'cuda:N'"})
-    precision: str = field(default="auto", metadata={"help": "autocast dtype: auto = bf16 on CUDA, fp32 on CPU", **_choices("auto", "fp32", "bf16", "fp16")})
+    precision: str = field(default="auto", metadata={"help": "autocast dtype: auto = bf16 on CUDA, fp32 on CPU", **choices("auto", "fp32", "bf16", "fp16")})
     log_every: int = field(default=20, metadata={"help": "read device values (loss, metrics) every N steps; no host sync in between"})
     checkpoint_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every N minutes of wall time (epoch ends always checkpoint); 0 = only epoch ends"})
     knn: bool = field(default=True, metadata={"help": "evaluate k-NN accuracy (trained vs random init) at the end"})
@@ -149,184 +141,24 @@ SECTIONS = {f.name: f.type for f in fields(Config)}
 ALIASES = {"--loader": "data.loader", "--data": "data.path", "--out": "run.out_dir"}
 
 
-# ----------------------------------------------------------------------------- parsing
-
-def _section_classes() -> dict[str, type]:
-    hints = typing.get_type_hints(Config)
-    return {name: hints[name] for name in SECTIONS}
-
-
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, tp: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (lists -> tuples)."""
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list ({_type_name(tp)}), got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values ({_type_name(tp)}), got {len(value)}: {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                try:
-                    f = float(value)
-                except ValueError:
-                    f = math.nan
-                if f.is_integer():
-                    return int(f)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
-
-
-def _apply(cfg, key: str, value: Any, source: str):
-    """``cfg`` (any config of frozen section dataclasses: this module's ``Config``, the evaluation commands')
-    with ``section.name = value``, checked and converted; errors name the key and what is allowed."""
-    parts = key.split(".")
-    hints = typing.get_type_hints(type(cfg))
-    classes = {f.name: hints[f.name] for f in fields(type(cfg))}
-    if len(parts) != 2 or parts[0] not in classes:
-        raise ConfigError(
-            f"{source}: unknown key {key!r}; keys are <section>.<name> with section one of {sorted(classes)}")
-    section, name = parts
-    cls = classes[section]
-    names = [f.name for f in fields(cls)]
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        raise ConfigError(f"{source}: unknown key {key!r}; {section} has {', '.join(names)}"
-                          + (f" (did you mean {', '.join(section + '.' + c for c in close)}?)" if close else ""))
-    meta = {f.name: f.metadata for f in fields(cls)}[name]
-    value = _coerce(f"{source}: {key}", _field_type(cls, name), value)
-    allowed = meta.get("choices")
-    if allowed and value not in allowed:
-        raise ConfigError(f"{source}: {key} = {value!r} is not allowed; choose one of {', '.join(allowed)}")
-    sec = dataclasses.replace(getattr(cfg, section), **{name: value})
-    return dataclasses.replace(cfg, **{section: sec})
-
-
-def parse_value(text: str) -> Any:
-    """Parse a CLI value with YAML's scalar rules (``1e-3`` -> float, ``true`` -> bool, ``[a, b]`` -> list)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    # YAML reads 1e-3 (no dot) as a string; let the field's type convert it.
-    return text if value is None else value
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML loader that rejects duplicated keys (plain YAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicated key {key!r} at line {key_node.start_mark.line + 1}")
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config file into a flat {dotted key: value} dict; nested sections or dotted keys."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist (configs/ lists the shipped ones)")
-    try:
-        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections, got {type(data).__name__}")
-    flat: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            for kk, vv in v.items():
-                flat[f"{k}.{kk}"] = vv
-        else:
-            flat[str(k)] = v
-    return flat
-
-
 def load_config(config_file: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Defaults < YAML file < overrides (``["section.key=value", ...]`` or a dict), then validated."""
-    cfg = Config()
-    if config_file:
-        for k, v in load_yaml(config_file).items():
-            cfg = _apply(cfg, k, v, str(config_file))
-    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in (overrides or [])]
-    for k, v in items:
-        cfg = _apply(cfg, k, v, "command line")
+    cfg = load(Config, config_file, overrides)
     validate(cfg)
     return cfg
 
 
-def _split_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ConfigError(f"command line: {text!r} is not a key=value override (e.g. optim.lr=1e-3)")
-    k, v = text.split("=", 1)
-    return k.strip(), parse_value(v)
-
+# ----------------------------------------------------------------------------- validation
 
 def validate(cfg: Config) -> None:
-    """Reject impossible values with a message naming the key."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-    d, m, s, o, r = cfg.data, cfg.method, cfg.sdmp, cfg.optim, cfg.run
+    """Reject impossible values with a message naming the key (the loader-specific ones: ``loaders.check_config``)."""
+    validate_data(cfg.data)
+    validate_method(cfg)
+    validate_optim(cfg.optim)
+    validate_run(cfg)
+
+
+def validate_data(d: DataConfig) -> None:
     need(d.batch_size >= 2 and d.batch_size % 2 == 0, f"data.batch_size = {d.batch_size}: must be an even number >= 2")
     need(d.image_size >= 8, f"data.image_size = {d.image_size}: must be at least 8 pixels")
     need(0 < d.crop_min <= 1, f"data.crop_min = {d.crop_min}: must be in (0, 1]")
@@ -336,24 +168,17 @@ def validate(cfg: Config) -> None:
         need(0 < lo <= hi <= 1, f"{key} = {[lo, hi]}: need 0 < low <= high <= 1 (area fractions)")
     need(d.local_crops >= 0, f"data.local_crops = {d.local_crops}: must be >= 0")
     need(d.format in ("folder", "webdataset"), f"data.format = {d.format!r}: choose folder or webdataset")
-    need(d.format == "folder" or d.loader == "dali",
-         f"data.format = 'webdataset' is read by the dali loader only, not data.loader = {d.loader!r}; use --loader dali")
-    need(d.format == "folder" or not cfg.run.knn,
-         "run.knn reads the k-NN bank and queries from an image folder; with data.format = 'webdataset' set "
-         "run.knn=false (and evaluate the exported backbone on a folder)")
-    need(not d.beton or d.loader in ("nvjpeg", "ffcv"),
-         f"data.beton is read by the ffcv and nvjpeg loaders (--loader ffcv / nvjpeg), not data.loader = {d.loader!r}")
-    need(d.loader != "ffcv" or bool(d.beton),
-         "--loader ffcv reads an FFCV .beton: set data.beton=PATH (write one with python -m loaders.write_beton SRC OUT.beton)")
     need(d.order in ("random", "quasi_random"), f"data.order = {d.order!r}: choose random or quasi_random")
     need(not d.beton or d.format == "folder", "data.beton and data.format = 'webdataset' are two different sources: pick one")
     need(d.dali_threads >= 0, f"data.dali_threads = {d.dali_threads}: must be >= 0 (0 = all available cores)")
     need(d.prefetch >= 1, f"data.prefetch = {d.prefetch}: must be >= 1")
     need(0 <= d.dali_hw_decoder_load <= 1, f"data.dali_hw_decoder_load = {d.dali_hw_decoder_load}: must be in [0, 1]")
     need(d.local_size >= 8, f"data.local_size = {d.local_size}: must be at least 8 pixels")
-    need(d.augment_impl == "torch" or d.loader in ("nvjpeg", "ffcv"),
-         f"data.augment_impl = 'triton' replaces the batched augmentation of the nvjpeg and ffcv loaders; "
-         f"data.loader = {d.loader!r} does not use it (set data.augment_impl=torch or --loader nvjpeg)")
+
+
+def validate_method(cfg: Config) -> None:
+    """model, method and sdmp: the values and DINO + SDMP's combinations."""
+    d, m, s = cfg.data, cfg.method, cfg.sdmp
     need(0 <= cfg.model.drop_path < 1, f"model.drop_path = {cfg.model.drop_path}: must be in [0, 1)")
     need(m.temperature > 0, f"method.temperature = {m.temperature}: must be > 0")
     need(0 <= m.momentum <= 1 and 0 <= m.momentum_final <= 1, "method.momentum and method.momentum_final must be in [0, 1]")
@@ -378,12 +203,20 @@ def validate(cfg: Config) -> None:
              "data.local_crops = 0 with DINO + SDMP leaves no mixed student view: set sdmp.mix_global_student=true "
              "(Table 10's 2 + 0 row) or data.local_crops >= 1")
     need(all(w >= 0 for w in s.weights), f"sdmp.weights = {s.weights}: must be >= 0")
+
+
+def validate_optim(o: OptimConfig) -> None:
     need(o.lr > 0, f"optim.lr = {o.lr}: must be > 0")
     need(o.min_lr >= 0 and o.weight_decay >= 0, "optim.min_lr and optim.weight_decay must be >= 0")
     need(o.weight_decay_end >= 0 or o.weight_decay_end == -1,
          f"optim.weight_decay_end = {o.weight_decay_end}: must be >= 0, or -1 for a constant optim.weight_decay")
     need(o.warmup_epochs >= 0, f"optim.warmup_epochs = {o.warmup_epochs}: must be >= 0")
     need(o.clip_grad >= 0, f"optim.clip_grad = {o.clip_grad}: must be >= 0 (0 = off)")
+
+
+def validate_run(cfg: Config) -> None:
+    """run: the values, and what run.cuda_graph needs of the other sections."""
+    r, o, s = cfg.run, cfg.optim, cfg.sdmp
     need(r.epochs >= 1, f"run.epochs = {r.epochs}: must be >= 1")
     need(r.max_steps >= 0 and r.stop_after >= 0, "run.max_steps and run.stop_after must be >= 0")
     need(r.log_every >= 1, f"run.log_every = {r.log_every}: must be >= 1")
@@ -439,44 +272,14 @@ def resolve(cfg: Config, num_samples: int, world: int = 1, rank: int = 0) -> Res
                     warmup_steps=warm, lr=cfg.optim.lr * gb / 256)
 
 
-# ----------------------------------------------------------------------------- output
-
-def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    out = {}
-    for f in fields(cfg):
-        sec = getattr(cfg, f.name)
-        out[f.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(sec).items()}
-    return out
-
-
-def dump_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
-
-
-def from_dict(d: dict[str, dict[str, Any]]) -> Config:
-    """Rebuild a Config from :func:`to_dict` output (e.g. a run directory's config.yaml)."""
-    return load_config(overrides={f"{s}.{k}": v for s, sec in d.items() for k, v in sec.items()})
-
-
 def config_markdown() -> str:
     """docs/config.md, generated from the dataclasses (tests/test_config.py keeps the file current)."""
-    lines = ["# Configuration reference", "",
-             "Generated from `sdmp_fast/config.py` by `make docs`; do not edit by hand.",
-             "", "Precedence: dataclass defaults < `--config file.yaml` < command-line `section.key=value`.",
-             "Aliases: " + ", ".join(f"`{a} X` = `{k}=X`" for a, k in ALIASES.items()) + ".",
-             "Unknown keys, wrong types and impossible values are errors that name the key.", ""]
-    for name, cls in _section_classes().items():
-        lines += [f"## `{name}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-        for f in fields(cls):
-            default = f.default
-            if isinstance(default, tuple):
-                default = list(default)
-            helptext = f.metadata.get("help", "")
-            if f.metadata.get("choices"):
-                helptext += " (one of: " + ", ".join(f.metadata["choices"]) + ")"
-            lines.append(f"| `{name}.{f.name}` | {_type_name(_field_type(cls, f.name))} | `{default!r}` | {helptext} |")
-        lines.append("")
-    return "\n".join(lines)
+    return markdown_reference(Config, [
+        "# Configuration reference", "",
+        "Generated from `sdmp_fast/config.py` by `make docs`; do not edit by hand.",
+        "", "Precedence: dataclass defaults < `--config file.yaml` < command-line `section.key=value`.",
+        "Aliases: " + ", ".join(f"`{a} X` = `{k}=X`" for a, k in ALIASES.items()) + ".",
+        "Unknown keys, wrong types and impossible values are errors that name the key.", ""])
 
 
 if __name__ == "__main__":

@@ -92,15 +92,6 @@ def _host_value_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_max_int(value: int) -> int:
-    """Max of a small integer over ranks (used to agree on error/stop flags without a hang)."""
-    if not is_dist():
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=_host_value_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks in the forward, and again in the backward (the gradient of a sum that every rank uses).
 

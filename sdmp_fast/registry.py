@@ -3,7 +3,8 @@
 Entries are either objects registered with the ``@REGISTRY.register("name")`` decorator next to
 their definition, or import strings (``"package.module:attr"``) for optional backends (DALI, FFCV,
 Triton), so importing ``sdmp_fast`` or ``loaders`` never imports them. Building a missing backend
-raises :class:`MissingBackend` with the install command.
+raises :class:`MissingBackend` with the install command. An entry may carry a declaration (``meta``, e.g.
+what a loader reads), readable without importing the entry.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Registry:
         self._entries: dict[str, Any] = {}
         self._hints: dict[str, str] = {}
         self._help: dict[str, str] = {}
+        self._meta: dict[str, Any] = {}
 
     def register(self, name: str, help: str = "") -> Callable[[Any], Any]:
         """Decorator: ``@BACKBONES.register("vit_s16")`` above a builder function or class."""
@@ -29,13 +31,16 @@ class Registry:
             return obj
         return deco
 
-    def register_lazy(self, name: str, target: str, help: str = "", install: str = "") -> None:
-        """Register ``"module:attr"``, imported on first :meth:`get`; ``install`` is the hint if that fails."""
+    def register_lazy(self, name: str, target: str, help: str = "", install: str = "", meta: Any = None) -> None:
+        """Register ``"module:attr"``, imported on first :meth:`get`; ``install`` is the hint if that fails;
+        ``meta`` is the entry's declaration (:meth:`meta`)."""
         if ":" not in target:
             raise ValueError(f"lazy {self.kind} {name!r}: target must be 'module:attr', got {target!r}")
         self._add(name, target, help)
         if install:
             self._hints[name] = install
+        if meta is not None:
+            self._meta[name] = meta
 
     def _add(self, name: str, obj: Any, help: str) -> None:
         if name in self._entries:
@@ -48,6 +53,12 @@ class Registry:
 
     def describe(self) -> list[tuple[str, str]]:
         return [(n, self._help.get(n, "")) for n in self.names()]
+
+    def meta(self, name: str) -> Any:
+        """The declaration registered with ``name`` (None if it has none); the entry itself is not imported."""
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
+        return self._meta.get(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

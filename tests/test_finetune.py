@@ -6,7 +6,8 @@ import torch
 
 from sdmp_fast.engine import checkpoint as ckpt
 from sdmp_fast.export import load_export
-from sdmp_fast.finetune import build_classifier, main, run
+from sdmp_fast.eval.finetune import build_classifier
+from sdmp_fast.finetune import main, run
 
 TINY = ["data.batch_size=8", "data.num_workers=0", "run.log_every=1"]
 
@@ -71,7 +72,7 @@ def test_rand_augment_posterize_to_zero_bits_is_a_black_image():
     from PIL import Image
     from timm.data import create_transform
 
-    from sdmp_fast.finetune import fix_posterize
+    from sdmp_fast.eval.finetune import fix_posterize
     t = fix_posterize(create_transform(32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1"))
     ops = [op for tr in t.transforms for op in getattr(tr, "ops", ()) if "Posterize" in op.name]
     assert ops
@@ -85,9 +86,9 @@ def test_rand_augment_posterize_to_zero_bits_is_a_black_image():
 def test_shipped_deit_config():
     from pathlib import Path
 
-    from sdmp_fast.eval.config import load_eval_config
-    from sdmp_fast.finetune import FinetuneConfig, validate
-    cfg = load_eval_config(FinetuneConfig, Path(__file__).resolve().parent.parent / "configs" / "eval" / "finetune_deit.yaml")
+    from sdmp_fast.eval.finetune import FinetuneConfig, validate
+    from sdmp_fast.schema import load
+    cfg = load(FinetuneConfig, Path(__file__).resolve().parent.parent / "configs" / "eval" / "finetune_deit.yaml")
     validate(cfg)
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_epochs, cfg.run.epochs) == (5e-4, 0.05, 5, 100)
     assert (cfg.aug.mixup, cfg.aug.cutmix, cfg.aug.re_prob, cfg.aug.smoothing, cfg.model.drop_path) == (0.8, 1.0, 0.25, 0.1, 0.1)
@@ -116,7 +117,7 @@ def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
     """Logits that always rank class 0 first, then class 2: on a folder of classes 1 and 2, only the logits of those
     two count, so every class_002 image is right and every class_001 image wrong (without the restriction: none)."""
     from sdmp_fast.eval.config import EvalData
-    from sdmp_fast.finetune import Arms, evaluate, ood_split
+    from sdmp_fast.eval.finetune import Arms, evaluate, ood_split
 
     class Fixed(torch.nn.Module):
         def forward(self, x):
@@ -135,3 +136,12 @@ def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
     as_training = Split(split.root, ("class_000", "class_001", "class_002"),
                         tuple((p, columns[lab]) for p, lab in split.samples))  # training-class labels, all logits
     assert evaluate(arms, as_training, data, torch.device("cpu"), torch.float32)["trained"]["top1"] == 0.0
+
+
+def test_overrides_after_a_multi_value_flag_stay_overrides():
+    """``--ood-val DIR ...`` takes the folders up to the next flag or ``section.key=value``."""
+    from sdmp_fast.finetune import parse_config
+    args, cfg = parse_config(["run.seed=2", "--pretrained", "RUN", "--ood-val", "A", "B", "run.stop_after=1",
+                              "--out", "o", "run.max_steps=3", "--label-fraction", "0.5"])
+    assert cfg.data.ood_val == ("A", "B") and (cfg.run.stop_after, cfg.run.max_steps, cfg.run.seed) == (1, 3, 2)
+    assert args.pretrained == "RUN" and cfg.run.out_dir == "o" and cfg.data.label_fraction == 0.5

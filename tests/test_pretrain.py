@@ -88,9 +88,16 @@ def test_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing written
 
 
-def test_synthetic_loader_run(tmp_path):
-    summary = run(["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "s")], progress=False)
+def test_synthetic_loader_run_with_overrides_between_flags(tmp_path, capsys):
+    """A folderless loader (no data read, no k-NN report); overrides may stand before, between and after flags."""
+    summary = run(["--loader", "synthetic", "run.max_steps=2", "--out", str(tmp_path / "s"), "run.knn=false",
+                   "--config", SMOKE, "run.log_every=1"], progress=False)
     assert summary["steps"] == 2 and "knn" not in summary
+    resolved = json.loads((tmp_path / "s" / "config.yaml").read_text().strip().splitlines()[-1])["resolved"]
+    assert resolved["data"] == "synthetic"
+    # --resume auto in a folder without checkpoints starts from scratch, and says so
+    assert main(["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "t"), "--resume", "auto"]) == 0
+    assert f"no valid checkpoint in {tmp_path / 't'}: starting from scratch" in capsys.readouterr().err
 
 
 def test_dump_views_writes_a_png_grid(image_folder, tmp_path):

@@ -26,6 +26,10 @@ def test_lazy_entries_import_on_first_use():
     reg.register_lazy("json", "json:dumps")
     reg.register_lazy("missing", "no_such_backend_pkg.mod:build", install="pip install no-such-backend")
     assert reg.get("json")([1]) == "[1]"
+    reg.register_lazy("declared", "no_such_backend_pkg.mod:build", meta={"reads": ("folder",)})
+    assert reg.meta("declared") == {"reads": ("folder",)} and reg.meta("json") is None  # nothing imported
+    with pytest.raises(KeyError, match="unknown widget 'other'"):
+        reg.meta("other")
     with pytest.raises(MissingBackend, match="Install it with: pip install no-such-backend"):
         reg.build("missing")
 

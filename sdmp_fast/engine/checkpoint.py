@@ -75,22 +75,3 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
         except Exception:  # noqa: BLE001 - a damaged file is skipped; the next older one is tried
             continue
     return None
-
-
-def resume_point(out_dir: str | Path, resume: str | None) -> Path | None:
-    """The checkpoint ``--resume`` names (``auto``: the newest valid one in ``out_dir``; None if there is none).
-
-    Without ``--resume``, an ``out_dir`` that already holds checkpoints is refused (nothing is overwritten).
-    """
-    from sdmp_fast.config import ConfigError
-    if not resume:
-        if list_checkpoints(out_dir):
-            raise ConfigError(f"{str(out_dir)!r} already holds checkpoints; continue with --resume auto, "
-                              "or choose another output directory (nothing was overwritten)")
-        return None
-    if resume == "auto":
-        return latest_checkpoint(out_dir)
-    path = Path(resume)
-    if not path.is_file():
-        raise ConfigError(f"--resume {resume}: no such checkpoint file")
-    return path

@@ -35,7 +35,6 @@ exactly.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -47,11 +46,11 @@ import torch
 
 from sdmp_fast import dist
 from sdmp_fast.config import Config, Resolved, to_dict
-from sdmp_fast.engine import checkpoint as ckpt
 from sdmp_fast.engine.ema import ema_lerp_
 from sdmp_fast.engine.optim import build_optimizer, clip_grad_per_param_
 from sdmp_fast.engine.precision import NonFiniteLoss, autocast_context, autocast_dtype
 from sdmp_fast.engine.preempt import Preemption, after_step, fault
+from sdmp_fast.engine.rundir import RunDir
 from sdmp_fast.methods.base import Method
 from sdmp_fast.schedules import at, cosine_to, warmup_cosine
 from sdmp_fast.streams import StepRandom, rank_reseed
@@ -69,9 +68,11 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, res: Resolved, method: Method, loader, device: torch.device, out_dir: Path):
+    def __init__(self, cfg: Config, res: Resolved, method: Method, loader, device: torch.device,
+                 out_dir: str | Path | RunDir):
         self.cfg, self.res, self.method, self.loader = cfg, res, method, loader
-        self.device, self.out_dir = device, Path(out_dir)
+        self.device = device
+        self.rundir = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)  # metrics.jsonl, checkpoints/
         self.dtype = autocast_dtype(cfg.run.precision, device)
         self._check_fast_options(cfg, res, device)
         # AdamW reads lr (and the decoupled weight decay) from device tensors; LARS/SGD take host floats
@@ -204,9 +205,7 @@ class Trainer:
         rng_ranks = self._rank_rng_states()
         if not dist.is_main():
             return None
-        path = ckpt.save_atomic(self.state_dict(rng_ranks), ckpt.checkpoint_path(self.out_dir, self.step),
-                                fault_step=self.step)
-        ckpt.prune(self.out_dir, keep=2)
+        path = self.rundir.save_checkpoint(self.state_dict(rng_ranks), self.step, fault_step=self.step)
         self.last_checkpoint = path
         return path
 
@@ -283,7 +282,6 @@ class Trainer:
         cfg, res = self.cfg, self.res
         spe, total = res.steps_per_epoch, res.total_steps
         stop_at = min(total, self.step + cfg.run.stop_after) if cfg.run.stop_after else total
-        metrics = self.out_dir / "metrics.jsonl"
         main = dist.is_main()
         from tqdm import tqdm
         bar = tqdm(total=total, initial=self.step, desc=f"{cfg.method.name}{'+sdmp' if cfg.sdmp.enabled else ''}",
@@ -292,7 +290,7 @@ class Trainer:
         self.method.train()
         self.preempt.install()
         try:
-            self._loop(stop_at, spe, metrics, main, bar, t_start)
+            self._loop(stop_at, spe, bar, t_start)
         finally:
             self.preempt.restore()
             self.preempt.drain()
@@ -303,7 +301,7 @@ class Trainer:
                          images_per_s=done * cfg.data.batch_size / max(secs, 1e-9), last_logs=self.last_logs,
                          stopped_early=self.step < total, preempted=self.preempt_stop)
 
-    def _loop(self, stop_at: int, spe: int, metrics: Path, main: bool, bar, t_start: float) -> None:
+    def _loop(self, stop_at: int, spe: int, bar, t_start: float) -> None:
         cfg = self.cfg
         t_log = t_ckpt = time.time()
         steps_at_log = self.step
@@ -341,9 +339,7 @@ class Trainer:
                         raise NonFiniteLoss(
                             f"non-finite loss at step {self.step} ({vals}); last good checkpoint: "
                             f"{self.last_checkpoint or 'none written in this run'}")
-                    if main:
-                        with open(metrics, "a") as f:
-                            f.write(json.dumps(last) + "\n")
+                    self.rundir.log(last)
                     bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", lr=f"{last['lr']:.2e}", ips=f"{ips:.0f}")
                     sums, n_sum, t_log, steps_at_log = {}, 0, now, self.step
                     timed = cfg.run.checkpoint_minutes > 0 and now - t_ckpt >= 60 * cfg.run.checkpoint_minutes

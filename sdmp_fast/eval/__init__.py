@@ -1,1 +1,1 @@
-"""Evaluation of pretrained backbones: configs, the pretrained export, linear probes, k-NN."""
+"""Evaluation of pretrained backbones: configs, the pretrained export, linear probes, k-NN, fine-tuning."""

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdmp_fast.data.folders import DataError, Split
+from sdmp_fast.data.images import eval_batches, eval_spec
 from sdmp_fast.engine.precision import autocast_context
+from sdmp_fast.eval.probe import percent_correct, topk_correct
 
 
 @torch.no_grad()
@@ -49,20 +51,13 @@ def knn_classify(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.T
     return torch.cat(out)
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-    ks = tuple(k for k in ks if k <= scores.shape[1])
-    pred = scores.topk(max(ks), dim=1).indices
-    hit = pred == labels[:, None]
-    return {f"top{k}": 100.0 * float(hit[:, :k].any(1).float().mean()) for k in ks}
-
-
 def knn_accuracy(backbone: nn.Module, bank_batches: Iterable, query_batches: Iterable, num_classes: int,
                  device: torch.device, k: int = 20, temperature: float = 0.07,
                  dtype: torch.dtype = torch.float32) -> dict[str, float]:
     bank, bank_labels = extract_features(backbone, bank_batches, device, dtype)
     queries, query_labels = extract_features(backbone, query_batches, device, dtype)
     scores = knn_classify(bank, bank_labels, queries, num_classes, k=k, temperature=temperature)
-    return topk_accuracy(scores, query_labels)
+    return percent_correct(topk_correct(scores, query_labels), len(query_labels), num_classes)
 
 
 def knn_report(models: dict[str, nn.Module], train: Split, val: Split | None, device: torch.device, *,
@@ -73,7 +68,6 @@ def knn_report(models: dict[str, nn.Module], train: Split, val: Split | None, de
     The bank is a fixed subset of ``bank`` train images (seed 0: comparable across runs and seeds); the
     queries are the first ``queries`` (0 = all) val images, or disjoint held-out train images without a val split.
     """
-    from sdmp_fast.data.images import eval_batches, eval_spec
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(train), generator=g).tolist()
     bank_idx = sorted(perm[:bank])

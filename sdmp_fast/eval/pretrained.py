@@ -20,9 +20,8 @@ import timm
 import torch
 from torch import nn
 
-from sdmp_fast.config import ConfigError
-from sdmp_fast.data.folders import Split
 from sdmp_fast.export import backbone_from_export, load_export
+from sdmp_fast.schema import ConfigError
 
 
 @dataclass
@@ -99,18 +98,12 @@ def is_vit(model: nn.Module) -> bool:
     return getattr(model, "cls_token", None) is not None and hasattr(model, "get_intermediate_layers")
 
 
-def default_out_dir(p: Pretrained, name: str) -> Path:
-    """``RUN_DIR/<name>`` for a run directory (or RUN_DIR/backbone.pt); ``<dir>/<stem>_<name>`` for another export file."""
+def eval_out_dir(p: Pretrained, name: str) -> Path:
+    """The default output folder of evaluation ``name``: ``RUN_DIR/<name>`` for a run directory (or
+    RUN_DIR/backbone.pt); ``<dir>/<stem>_<name>`` for another export file."""
     if p.export_path.name == "backbone.pt":
         return p.run_dir / name
     return p.run_dir / f"{p.export_path.stem}_{name}"
-
-
-def load_eval_splits(data) -> tuple[Split, Split | None, str]:
-    """The splits of an evaluation data config (``path``, ``cache_dir``, ``skip_corrupt``, ``class_subset``), found,
-    scanned, restricted and verified as for pretraining (``datasets.load_splits``)."""
-    from sdmp_fast.data.splits import load_splits
-    return load_splits(data)
 
 
 def labels_note(labels: dict | None) -> str:

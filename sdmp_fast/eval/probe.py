@@ -1,6 +1,6 @@
-"""Linear probes on frozen features: the features of each protocol, the heads, the SGD steps, top-k.
+"""Linear probes on frozen features: the features of each protocol, the heads, the SGD steps; top-k accuracy.
 
-Features ``[B, D]`` of a frozen backbone (SDMP_SPEC §4.3):
+Features ``[B, D]`` of a frozen backbone (docs/method.md, Evaluation):
 
 * ``mocov3``: the last block's class token after the final LayerNorm: ``backbone(x)`` of a timm ViT
   built with ``num_classes=0`` and token pooling (MoCo v3 main_lincls.py); for a ResNet the pooled
@@ -80,11 +80,23 @@ def build_probe_optimizer(heads: nn.Module, lr: float, momentum: float, weight_d
     return torch.optim.SGD(heads.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
-    """Number of samples whose label is among the top k scores, for each k (k clipped to the class count)."""
-    k_max = min(max(ks), logits.shape[1])
-    hit = logits.topk(k_max, dim=1).indices == labels[:, None]
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose label is among the top k scores, for each k (k clipped to the class count).
+
+    Args:
+        scores: ``[N, C]`` logits or votes.
+        labels: ``[N]`` class indices.
+    Returns ``[len(ks)]`` counts on the scores' device (nothing read on the host).
+    """
+    k_max = min(max(ks), scores.shape[1])
+    hit = scores.topk(k_max, dim=1).indices == labels[:, None]
     return torch.stack([hit[:, :min(k, k_max)].any(1).sum() for k in ks])
+
+
+def percent_correct(counts: torch.Tensor, n: int, num_classes: int, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """``{"top1": %, "top5": %}`` from :func:`topk_correct` counts over ``n`` samples; a top-k with more k than
+    classes is left out."""
+    return {f"top{k}": 100.0 * float(counts[i]) / max(n, 1) for i, k in enumerate(ks) if k <= num_classes}
 
 
 @torch.no_grad()
@@ -98,37 +110,6 @@ def evaluate_heads(heads: nn.Module, feats: dict[str, torch.Tensor], labels: tor
             c = topk_correct(z, labels[s:s + chunk])
             out[arm] = out[arm] + c if arm in out else c
     return out
-
-
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled epoch of full batches of indices into ``n`` samples (the remainder is dropped)."""
-    perm = torch.randperm(n, generator=generator)
-    return [perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int,
-                     batch_size: int, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                     seed: int = 0) -> nn.Linear:
-    """Train one linear head on cached features ``[N, D]`` (the protocol's optimisation, no augmentation)."""
-    torch.manual_seed(seed)
-    heads = LinearHeads({"probe": feats.shape[1]}, num_classes).to(feats.device)
-    opt = build_probe_optimizer(heads, lr, momentum, weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        set_lr(opt, cosine_lr(lr, epoch, epochs))
-        for idx in epoch_batches(feats.shape[0], min(batch_size, feats.shape[0]), g):
-            idx = idx.to(feats.device)
-            probe_step(heads, opt, {"probe": feats[idx]}, labels[idx])
-    return heads.heads["probe"]
-
-
-def accuracy(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) of one head on features."""
-    with torch.no_grad():
-        c = topk_correct(head(feats), labels)
-    n = max(labels.shape[0], 1)
-    return {"top1": 100.0 * float(c[0]) / n, "top5": 100.0 * float(c[1]) / n}
-
 
 
 def format_accuracy(label: str, acc: dict[str, float]) -> str:
