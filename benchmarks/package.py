@@ -50,14 +50,15 @@ def run_finetune(argv: list[str]) -> dict:
 
 def folderless_loaders() -> set[str]:
     """Loaders that read no image folder (``pretrain`` passes them no ``--data``)."""
-    from sdmp_fast.pretrain import FOLDERLESS_LOADERS
-    return set(FOLDERLESS_LOADERS)
+    import loaders
+    from sdmp_fast.registry import LOADERS
+    return {name for name in LOADERS.names() if not loaders.info(name).reads}
 
 
 def training_split(cfg):
     """The run's training split, as ``sdmp_fast.pretrain`` loads it (materialised, class subset, verified)."""
-    from sdmp_fast.pretrain import load_splits
-    return load_splits(cfg)[0]
+    from sdmp_fast.data.splits import load_splits
+    return load_splits(cfg.data)[0]
 
 
 # ----------------------------------------------------------------------------- data and loaders

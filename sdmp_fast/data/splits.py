@@ -17,6 +17,7 @@ import numpy as np
 from sdmp_fast import dist
 from sdmp_fast.data.folders import DataError, Split, scan_folder, verify_images
 from sdmp_fast.data.sources import find_data
+from sdmp_fast.schema import ConfigError
 
 
 def read_class_subset(path: str | Path) -> tuple[tuple[str, int], ...]:
@@ -78,7 +79,6 @@ def training_split(data, split: Split | None) -> Split:
 def refuse_class_subset(data, source: str) -> None:
     """Sources that hold their own class list (a .beton, WebDataset shards) cannot take ``data.class_subset``."""
     if getattr(data, "class_subset", ""):
-        from sdmp_fast.config import ConfigError
         raise ConfigError(f"data.class_subset = {data.class_subset!r} cannot be applied to {source}: it holds the "
                           "classes it was written with. Write it from the subset (python -m loaders.write_beton SRC "
                           "OUT.beton --class-subset FILE, or shards of a folder of those classes) and leave "

@@ -53,6 +53,7 @@ from sdmp_fast.engine.preempt import Preemption, after_step, fault
 from sdmp_fast.engine.rundir import RunDir
 from sdmp_fast.methods.base import Method
 from sdmp_fast.schedules import at, cosine_to, warmup_cosine
+from sdmp_fast.schema import ConfigError
 from sdmp_fast.streams import StepRandom, rank_reseed
 
 
@@ -118,7 +119,6 @@ class Trainer:
     @staticmethod
     def _check_fast_options(cfg: Config, res: Resolved, device: torch.device) -> None:
         """run.cuda_graph's needs that only the run knows (config.validate checks the rest)."""
-        from sdmp_fast.config import ConfigError
         if not cfg.run.cuda_graph:
             return
         if device.type != "cuda":

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from sdmp_fast.schema import ConfigError
+
 if TYPE_CHECKING:
     from sdmp_fast.mixing import Mixer
 
@@ -55,7 +57,6 @@ def device_guard(x: torch.Tensor):
 
 
 def _select(key: str, impl: str, module: str, attr: str, reference: Callable) -> Callable:
-    from sdmp_fast.config import ConfigError
     if impl == "torch":
         return reference
     if impl != "triton":

@@ -23,6 +23,7 @@ from torch import nn
 
 from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.registry import METHODS
+from sdmp_fast.schema import ConfigError
 from sdmp_fast.streams import StepRandom
 
 
@@ -88,7 +89,6 @@ class Method(nn.Module):
 
 
 def build_method(cfg, backbone: nn.Module) -> Method:
-    from sdmp_fast.config import ConfigError
     if cfg.method.name not in METHODS:
         raise ConfigError(f"method.name = {cfg.method.name!r}: choose one of {', '.join(METHODS.names())}")
     method = METHODS.get(cfg.method.name).from_config(cfg, backbone)
@@ -97,7 +97,6 @@ def build_method(cfg, backbone: nn.Module) -> Method:
 
 
 def method_recipe(cfg) -> Recipe:
-    from sdmp_fast.config import ConfigError
     if cfg.method.name not in METHODS:
         raise ConfigError(f"method.name = {cfg.method.name!r}: choose one of {', '.join(METHODS.names())}")
     return METHODS.get(cfg.method.name).recipe(cfg)

@@ -23,6 +23,7 @@ from sdmp_fast.mixing import Mixer
 from sdmp_fast.models.heads import DINOHead
 from sdmp_fast.registry import METHODS
 from sdmp_fast.schedules import at, warmup_constant
+from sdmp_fast.schema import ConfigError
 from sdmp_fast.streams import StepRandom
 
 NUM_GLOBALS = 2
@@ -99,7 +100,6 @@ class DINO(Method):
 
     @classmethod
     def from_config(cls, cfg, backbone: nn.Module) -> "DINO":
-        from sdmp_fast.config import ConfigError
         m, s, d = cfg.method, cfg.sdmp, cfg.data
         fixed_size = hasattr(backbone, "patch_embed") and not getattr(backbone, "dynamic_img_size", False)
         if d.local_crops and d.local_size != d.image_size and fixed_size:

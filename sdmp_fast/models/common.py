@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sdmp_fast.registry import BACKBONES
+from sdmp_fast.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,6 @@ def create_timm(spec: BackboneSpec) -> nn.Module:
 
 def build_backbone(cfg) -> nn.Module:
     """Build ``model.backbone`` for ``data.image_size`` (the only place that reads the model config)."""
-    from sdmp_fast.config import ConfigError
     if cfg.model.backbone not in BACKBONES:
         raise ConfigError(f"model.backbone = {cfg.model.backbone!r}: choose one of {', '.join(BACKBONES.names())}")
     model = BACKBONES.build(cfg.model.backbone, img_size=cfg.data.image_size, drop_path=cfg.model.drop_path)
