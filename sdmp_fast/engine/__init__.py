@@ -1,1 +1,1 @@
-"""Training engine: schedules, EMA, optimizers, checkpoints and the trainer loop."""
+"""Training engine: the trainer loop, precision, the run directory, optimizers, EMA, checkpoints, preemption, CUDA graphs."""
