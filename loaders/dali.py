@@ -44,23 +44,32 @@ def _coin(p: float):
     return fn.cast(fn.random.coin_flip(probability=p), dtype=types.FLOAT)
 
 
+def _brightness_contrast(x, brightness, contrast):
+    """``brightness * (m + contrast * (x - m))`` about each image's mean grey m, rounded and saturated to uint8.
+
+    Arithmetic on the image rather than ``fn.brightness_contrast``: its ``contrast_center`` is an argument, and
+    arguments must be CPU nodes, while m is computed from the image, a GPU node on a GPU. Equal to brightness
+    then contrast about the brightened image's mean (b m), with one clip at the end.
+    """
+    grey = fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+    centre = fn.reductions.mean(fn.cast(grey, dtype=types.FLOAT))  # per sample, broadcast over H, W, C
+    return fn.cast(brightness * (centre + contrast * (fn.cast(x, dtype=types.FLOAT) - centre)), dtype=types.UINT8)
+
+
 def augment_view(img, spec: ViewSpec, mean: Sequence[float], std: Sequence[float], fp16: bool = False):
     """DALI graph of one training view of decoded uint8 HWC images: a float32 HWC view (float16 with ``fp16``;
     DALI has no bfloat16 output, autocast casts), a channels-last ``[B, 3, H, W]`` tensor once permuted."""
     # DALI's fallback after 10 attempts crops the whole image (torchvision: a centre crop at the ratio bound)
     x = fn.random_resized_crop(img, size=[spec.size, spec.size], random_area=list(spec.scale),
                                random_aspect_ratio=list(spec.ratio), num_attempts=10, antialias=True)
-    # Colour jitter in a fixed order (torchvision draws a random one), clipped to [0, 255] once per operator
-    # rather than after each adjustment: brightness and contrast in one operator, about the image's mean grey
-    # (torchvision's contrast centre; DALI's default would be 128), then saturation and hue in one fn.hsv.
+    # Colour jitter in a fixed order (torchvision draws a random one), clipped to [0, 255] once per step rather
+    # than after each adjustment: brightness and contrast in one expression, about the image's mean grey
+    # (torchvision's contrast centre), then saturation and hue in one fn.hsv.
     brightness, contrast, saturation, hue = spec.jitter
     jitter = _coin(spec.jitter_p) if spec.jitter_p > 0 else None
     sat = 1.0
     if jitter is not None and (brightness > 0 or contrast > 0):
-        grey = fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
-        centre = fn.reductions.mean(fn.cast(grey, dtype=types.FLOAT))
-        x = fn.brightness_contrast(x, brightness=_factor(jitter, brightness), contrast=_factor(jitter, contrast),
-                                   contrast_center=centre)
+        x = _brightness_contrast(x, _factor(jitter, brightness), _factor(jitter, contrast))
     if jitter is not None and saturation > 0:
         sat = _factor(jitter, saturation)
     if spec.gray_p > 0:  # saturation 0: within 1 level of the luma grey (torchvision's weights, up to rounding)
@@ -112,6 +121,26 @@ def train_graph(read: dict, specs: tuple, mean: tuple, std: tuple, gpu: bool, fp
     return tuple(augment_view(img, s, mean, std, fp16) for s in specs) + extra
 
 
+def graph_ops(pipe) -> list[tuple[str, str, bool]]:
+    """(operator, device, downstream of the decoder) of every operator of a defined pipeline, inputs first.
+
+    DALI has no public listing of a pipeline's operators before ``build()`` (which needs the device): the outputs
+    that calling a ``pipeline_def`` function records (``Pipeline._graph_out``) are walked back through each
+    DataNode's ``source`` operator and its inputs, argument inputs included.
+    """
+    seen: dict[int, tuple[str, str, bool]] = {}
+
+    def visit(op) -> bool:
+        if id(op) not in seen:
+            after = any([visit(node.source) for node in op.inputs])  # a list: visit every input
+            name = op._op.schema_name
+            seen[id(op)] = (name, op._op.device, after or name.startswith("decoders__"))
+        return seen[id(op)][2]
+    for node in pipe._graph_out:
+        visit(node.source)
+    return list(seen.values())
+
+
 def _device_id(device: torch.device) -> int | None:
     if device.type == "cuda":
         return device.index if device.index is not None else torch.cuda.current_device()
@@ -154,7 +183,8 @@ class DaliLoader(ShardedLoader):
         self.threads, self.prefetch, self.shuffle_buffer = threads or default_threads(), prefetch, shuffle_buffer
         self.hw_decoder_load, self.fp16 = hw_decoder_load, fp16
 
-    def _pipeline(self, ids: list[int] | None):
+    def pipeline(self, ids: list[int] | None):
+        """This epoch's pipeline, defined (not built): over the files of ``ids``, or (None) the shards."""
         if ids is None:
             m = self.manifest
             fill = max(1, min(self.shuffle_buffer, self.num_samples // self.world))
@@ -178,7 +208,7 @@ class DaliLoader(ShardedLoader):
         extra = ["index"] if ids is not None else ["index", "label"]
         # the plugin copies each output into a torch tensor on the pipeline's device (on a GPU: on the current
         # stream, overlapped with DALI's prefetching of the next batches)
-        it = DALIGenericIterator(self._pipeline(ids), output_map=names + extra, reader_name="Reader",
+        it = DALIGenericIterator(self.pipeline(ids), output_map=names + extra, reader_name="Reader",
                                  last_batch_policy=LastBatchPolicy.DROP, auto_reset=False)
         skip = self.start if ids is None else 0   # shards: replay the epoch's first batches on resume
         try:

@@ -21,6 +21,7 @@ fi
 stamp=.venv/.sdmp_setup_stamp
 want=$(cat requirements/pins.txt requirements/constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  bash scripts/setup_triton36.sh
   exit 0
 fi
 [ -x .venv/bin/python ] || { echo "[setup] creating .venv"; $PY -m venv .venv; }
@@ -34,5 +35,6 @@ t0=$(date +%s)
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .venv/bin/python -c "import torch, torchvision, timm, nvidia.dali, ffcv" 2>/dev/null \
   || { echo "[setup] import check failed: see the pip output above" >&2; exit 1; }
+bash scripts/setup_triton36.sh
 echo "$want" > "$stamp"
 echo "[setup] done in $(( $(date +%s) - t0 )) s"

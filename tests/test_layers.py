@@ -27,10 +27,11 @@ LAYERS = {
     "sdmp_fast.methods": 5, "loaders": 5,
     "sdmp_fast.engine": 6,
     "sdmp_fast.export": 7,
-    "sdmp_fast.eval": 8, "sdmp_fast.view_grid": 8,
+    "sdmp_fast.eval": 8, "sdmp_fast.view_grid": 8, "sdmp_fast.health": 8,
     "sdmp_fast.cli": 9,
     # the commands: none imports another
     "sdmp_fast.pretrain": 10, "sdmp_fast.linear": 10, "sdmp_fast.finetune": 10, "sdmp_fast.knn": 10,
+    "sdmp_fast.doctor": 10,
     "sdmp_fast": 11,  # the package root: the public API, loaded lazily
     "benchmarks": 11,
 }

@@ -1,9 +1,11 @@
 """Ahead-of-time compilation of every kernel for a CUDA target, without a GPU (a CI check of the compiled path).
 
-``python -m sdmp_fast.kernels.aot [--arch 90]`` compiles each kernel specialisation the code launches
-(every mixing op; the augmentation passes with every stage switched on, and the fused no-contrast /
-no-blur crop) to PTX and, with the ``ptxas`` that ships in triton's wheel
-(``triton/backends/nvidia/bin``), to a cubin, and prints their sizes. Must run without
+``python -m sdmp_fast.kernels.aot [--arch 90]`` compiles each kernel specialisation the trainer can launch to
+PTX and, with the ``ptxas`` that ships in triton's wheel (``triton/backends/nvidia/bin``), to a cubin, and
+prints their sizes: every mixing op for fp32 / bf16 in and out, and the augmentation passes of every launch
+group of the MoCo v3 and DINO recipes at 224 px (globals) and 96 px (DINO's locals), with fp32 and bf16
+output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher runs). The crop's tiling
+depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for all. Must run without
 ``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
 """
 from __future__ import annotations
@@ -15,42 +17,56 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 
+from sdmp_fast.augment.recipes import Recipe, ViewSpec, dino_recipe, mocov3_recipe
 from sdmp_fast.kernels import augment, mixing
 
 _NORM = {k: "fp32" for k in ("thr", "m0", "m1", "m2", "s0", "s1", "s2")}
 _INTS = lambda *names: {k: "i32" for k in names}  # noqa: E731
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RECIPES = {"mocov3": mocov3_recipe(224, 0.08, MEAN, STD),
+           "dino": dino_recipe(224, 96, 10, (0.4, 1.0), (0.05, 0.4), MEAN, STD),
+           # views without blur (and without contrast): the output written by the colour pass, or by the crop
+           "fused": Recipe("fused", (ViewSpec(size=224, solarize_p=0.2), ViewSpec(size=96, jitter=(0.4, 0.0, 0.2, 0.1))),
+                           MEAN, STD)}
+CANVAS_WIDTH = 500
+# argument types of each augmentation kernel but its output ("dst_ptr")
+_AUGMENT_SIGS = {
+    "crop": {"img_ptr": "*u8", "box_ptr": "*i64", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32",
+             **_INTS("N", "B", "sib", "sic", "sih", "siw"), **_NORM},
+    "colour": {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32", **_INTS("N"), **_NORM},
+    "blur_rows": {"src_ptr": "*fp32", "fac_ptr": "*fp32", **_INTS("N", "HALF")},
+    "blur_cols": {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", **_INTS("N", "HALF"), **_NORM},
+}
 
 
-def specialisations() -> list[tuple[str, object, dict, dict]]:
-    """(label, kernel, signature, constexprs) of every compiled variant checked."""
+def _mix_variants() -> list[tuple[str, object, dict, dict]]:
     out = []
     for op, code in mixing.OP_CODES.items():
-        for src, dst in (("fp32", "fp32"), ("bf16", "bf16")):
+        for src, dst in (("fp32", "fp32"), ("bf16", "bf16"), ("fp32", "bf16")):
             sig = {"x_ptr": f"*{src}", "out_ptr": f"*{dst}", "lam_ptr": "*fp32", "top_ptr": "*i64",
                    "left_ptr": "*i64", "height_ptr": "*i64", "width_ptr": "*i64",
                    **_INTS("B", "C", "H", "W", "sxb", "sxc", "sxh", "sxw")}
             out.append((f"mix/{op}/{src}->{dst}", mixing.mix_kernel, sig, {"OP": code, "BLOCK": mixing.BLOCK}))
-    S = 224
-    block, kx = augment.crop_tiling(500, S)
-    stages = dict(BRIGHT=True, SAT=True, HUE=True, GRAY=True, SOL=True)
-    crop_sig = {"img_ptr": "*u8", "box_ptr": "*i64", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32",
-                **_INTS("N", "B", "sib", "sic", "sih", "siw"), **_NORM}
-    for label, dst, contrast, finish in (("crop", "fp32", True, False), ("crop+finish", "bf16", False, True)):
-        out.append((f"augment/{label}", augment.crop_kernel, {**crop_sig, "dst_ptr": f"*{dst}"},
-                    dict(S=S, BLOCK=block, KX=kx, CONTRAST=contrast, FINISH=finish, **stages)))
-    nt = triton.cdiv(S * S, block)
-    out.append(("augment/colour", augment.colour_kernel,
-                {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", "part_ptr": "*fp32", "dst_ptr": "*fp32",
-                 **_INTS("N"), **_NORM},
-                dict(S=S, BLOCK=augment.BLOCK, NT=nt, NT_POW2=triton.next_power_of_2(nt), SAT=True, HUE=True,
-                     GRAY=True, FINISH=False, SOL=True)))
-    out.append(("augment/blur_rows", augment.blur_rows_kernel,
-                {"src_ptr": "*fp32", "fac_ptr": "*fp32", "dst_ptr": "*fp32", **_INTS("N", "HALF")},
-                dict(S=S, BLOCK=augment.BLOCK)))
-    out.append(("augment/blur_cols", augment.blur_cols_kernel,
-                {"src_ptr": "*fp32", "fac_ptr": "*fp32", "flag_ptr": "*u8", "dst_ptr": "*bf16", **_INTS("N", "HALF"),
-                 **_NORM},
-                dict(S=S, BLOCK=augment.BLOCK, SOL=True)))
+    return out
+
+
+def specialisations() -> list[tuple[str, object, dict, dict]]:
+    """(label, kernel, signature, constexprs) of every compiled variant checked, without duplicates."""
+    out, seen = _mix_variants(), set()
+    for name, recipe in RECIPES.items():
+        for members in augment.view_groups(recipe):
+            specs = [recipe.views[v] for v in members]
+            plan = augment.launch_plan(specs, CANVAS_WIDTH)
+            for kernel, constexprs in plan.items():
+                for dst in ("fp32", "bf16"):
+                    if dst == "bf16" and kernel != list(plan)[-1]:
+                        continue  # an intermediate pass: float32 whatever the output
+                    sig = {**_AUGMENT_SIGS[kernel], "dst_ptr": f"*{dst}"}
+                    key = (kernel, json.dumps(sig, sort_keys=True), json.dumps(constexprs, sort_keys=True))
+                    if key not in seen:
+                        seen.add(key)
+                        out.append((f"augment/{name}/{specs[0].size}/{kernel}/{dst}", augment.KERNELS[kernel], sig,
+                                    constexprs))
     return out
 
 
@@ -83,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for H100/H200")
     args = ap.parse_args(argv)
-    print(json.dumps(compile_all(args.arch)))
+    print(json.dumps({"triton": triton.__version__, "arch": args.arch, "kernels": compile_all(args.arch)}))
 
 
 if __name__ == "__main__":

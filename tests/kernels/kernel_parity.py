@@ -375,6 +375,14 @@ def _loader_case(device: str) -> str:
     return f"{len(batches['triton'].views)} views of 4 JPEGs (sizes {recipe.sizes})"
 
 
+@case("doctor/kernel_twins")
+def _doctor_twins(device: str) -> str:
+    """The doctor's GPU check, small (interpreter) or at full size (CUDA)."""
+    from sdmp_fast.health.kernels import kernel_twins
+    small = dict(global_size=16, local_size=8, canvas=(20, 28), batch=2) if device == "cpu" else {}
+    return f"{kernel_twins(device, **small)} outputs"
+
+
 # ----------------------------------------------------------------------------------------------- runner
 
 def run_all(device: str, names: list[str] | None = None) -> dict[str, dict]:
@@ -392,4 +400,4 @@ def run_all(device: str, names: list[str] | None = None) -> dict[str, dict]:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    print(json.dumps(run_all(device)))
+    print(json.dumps(run_all(device, sys.argv[2:] or None)))  # optional: the names of the cases to run

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import crop_fractions, plain_view, require
-from sdmp_fast.data.sharding import rank_batches
+
+from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
 from sdmp_fast.config import load_config
 from sdmp_fast.data.folders import scan_folder
-from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
+from sdmp_fast.data.sharding import rank_batches
 
 pytestmark = pytest.mark.dali
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -168,3 +168,66 @@ def test_gpu_pipeline_decodes_and_augments_on_the_gpu(dali, split):
     fp16 = dali.DaliLoader(split, recipe, 8, 0, 1, cuda, seed=0, threads=2, fp16=True)
     fp16.set_epoch(0)
     assert next(iter(fp16)).views[0].dtype == torch.float16
+
+
+# ----------------------------------------------------------------------------------------------- the GPU graphs
+
+def _old_brightness_contrast(x, brightness, contrast):
+    """The contrast step before the fix: the centre an argument computed from the image (a GPU node on a GPU)."""
+    from nvidia.dali import fn, types
+    grey = fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
+    centre = fn.reductions.mean(fn.cast(grey, dtype=types.FLOAT))
+    return fn.brightness_contrast(x, brightness=brightness, contrast=contrast, contrast_center=centre)
+
+
+GPU_GRAPHS = ["mocov3", "mocov3+sdmp", "mocov3+sdmp-extra", "dino", "dino+sdmp", "mocov3+sdmp-shards", "dino-fp16"]
+
+
+@pytest.mark.parametrize("name", GPU_GRAPHS)
+def test_every_training_graph_is_defined_for_the_gpu(dali, name):
+    """What `--loader dali` defines on a GPU (device cuda:0, not built): the decoder mixed, every op after it on
+    the GPU (the doctor's check, one graph per test)."""
+    from sdmp_fast.health.dali_graphs import GRAPHS, check_gpu_graph
+    assert set(GRAPHS) == set(GPU_GRAPHS)
+    assert check_gpu_graph(name) > 20
+
+
+def test_the_old_contrast_centre_fails_the_gpu_definition(dali, monkeypatch):
+    from sdmp_fast.health.dali_graphs import check_gpu_graph
+    monkeypatch.setattr(dali, "_brightness_contrast", _old_brightness_contrast)
+    with pytest.raises(ValueError, match="contrast_center"):
+        check_gpu_graph("mocov3")
+
+
+def test_a_graph_that_decodes_on_the_cpu_is_refused(dali, monkeypatch):
+    import sdmp_fast.health.dali_graphs as graphs
+    from sdmp_fast.data.folders import Split
+    split = Split(root=Path("/none"), classes=("c0",), samples=tuple((f"/none/{i}.jpg", 0) for i in range(16)))
+
+    def on_the_cpu(name, batch=8):
+        recipe = mocov3_recipe(32, 0.2, MEAN, STD)
+        return dali.DaliLoader(split, recipe, batch, 0, 1, CPU, threads=1).pipeline(list(range(batch))), recipe
+    monkeypatch.setattr(graphs, "define_gpu_graph", on_the_cpu)
+    with pytest.raises(AssertionError, match="decoders__Image.*cpu"):
+        graphs.check_gpu_graph("mocov3")
+
+
+def test_brightness_contrast_equals_dalis_operator_on_the_cpu(dali):
+    """The expression that replaced fn.brightness_contrast (whose centre argument cannot be a GPU node) gives
+    the operator's result on the CPU, within one level of rounding."""
+    from nvidia.dali import fn, pipeline_def
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(4)]
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=None, seed=3)
+    def both():
+        x = fn.external_source(source=lambda: images, layout="HWC", batch=True)
+        b = fn.random.uniform(range=[0.6, 1.4])
+        c = fn.random.uniform(range=[0.6, 1.4])
+        return dali._brightness_contrast(x, b, c), _old_brightness_contrast(x, b, c)
+    pipe = both()
+    pipe.build()
+    new, old = (np.stack([np.asarray(t) for t in out]) for out in pipe.run())
+    assert new.dtype == old.dtype == np.uint8
+    assert np.abs(new.astype(int) - old.astype(int)).max() <= 1
+    assert (new != np.stack(images)).any()  # the factors did something
