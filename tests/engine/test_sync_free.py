@@ -1,8 +1,9 @@
 """The training step without host synchronisation, torch.compile, and CUDA-graph capture (gpu tests).
 
 CPU: real steps of both methods (with SDMP, clipping, DINO's weight-decay schedule, frozen last layer and
-teacher-temperature warm-up) run under a dispatch guard that raises on the ops that read device values on
-the host; a lint rejects host reads in the step's modules. GPU (``gpu`` marker, ``make gpu-check``): the
+teacher-temperature warm-up) run under the project's dispatch guard (``sdmp_fast.health.guard.NoHostSync``: host
+reads, boolean indexing, host<->device copies; the same steps on fake CUDA tensors: test_fake_cuda.py); a lint
+rejects host reads in the step's modules. GPU (``gpu`` marker, ``make gpu-check``): the
 same steps under ``torch.cuda.set_sync_debug_mode("error")``, and the captured step against the eager one.
 """
 import ast
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import loaders  # noqa: F401
 from sdmp_fast.config import ConfigError, load_config, resolve
 from sdmp_fast.engine.trainer import Trainer
+from sdmp_fast.health.guard import NoHostSync
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.mixing import build_mixer
@@ -33,17 +34,6 @@ DINO = ["method.name=dino", "model.backbone=vit_tiny_p4_dino", "data.batch_size=
         "method.dino_bottleneck_dim=32", "run.max_steps=40", "optim.warmup_epochs=0", "sdmp.enabled=true",
         "optim.clip_grad=3.0", "optim.clip_mode=per_param", "optim.weight_decay=0.04", "optim.weight_decay_end=0.4",
         f"method.freeze_last_layer={3 / 6400}", f"method.warmup_teacher_temp_epochs={20 / 6400}"]
-SYNC_OPS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
-            torch.ops.aten.masked_select.default}
-
-
-class NoHostSync(TorchDispatchMode):
-    """Raises on every op that copies a device value to the host (``.item()``, ``bool(t)``, ``nonzero``...)."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in SYNC_OPS:
-            raise AssertionError(f"host synchronisation in the training step: {func}")
-        return func(*args, **(kwargs or {}))
 
 
 def _draw_on_the_device(method) -> None:
@@ -63,6 +53,9 @@ def _trainer(overrides, device="cpu"):
 def test_the_guard_catches_a_host_read():
     with pytest.raises(AssertionError, match="_local_scalar_dense"), NoHostSync():
         float(torch.ones(2).sum())
+    with pytest.raises(AssertionError, match="boolean indexing"), NoHostSync():
+        torch.arange(3.0)[torch.tensor([True, False, True])]
+    torch.ones(2).to("cpu").clone()  # a copy within the host is fine
 
 
 @pytest.mark.parametrize("overrides", [MOCO, MOCO + ["sdmp.variant=extra"], DINO, DINO + ["sdmp.mix_global_student=true"]],

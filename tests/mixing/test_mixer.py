@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sync_guard import ForbidHostSync
 
+from sdmp_fast.health.guard import NoHostSync
 from sdmp_fast.mixing import OPS, DeviceMixer, HostMixer, build_mixer, mix, sample_lam
 from sdmp_fast.streams import StepRandom
 
@@ -77,7 +77,7 @@ def test_lam_and_boxes_come_from_the_rank_stream(device_draws):
 def test_device_mixer_draws_without_host_sync():
     mixer, rng = build_mixer(OPS, device_draws=True), StepRandom.create(0, 0, CPU)
     a, b = views()
-    with ForbidHostSync():
+    with NoHostSync():
         a, b = mixer.swap(a, b, rng)
         op = mixer.draw_op(rng, CPU)
         mixer.mix(b, mixer.lam(6, rng, CPU), op, rng)
