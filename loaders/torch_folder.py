@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from loaders.base import ShardedLoader
+from loaders.base import DevicePrefetcher, ShardedLoader
 from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.augment.reference import apply_view
 from sdmp_fast.batch import Batch
@@ -77,8 +77,9 @@ class FolderLoader(ShardedLoader):
             prefetch_factor=4 if num_workers > 0 else None)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            yield batch.to(self.device)
+        # on a GPU: batches pinned by the DataLoader's pin-memory thread (Batch.pin_memory), copied to the device
+        # on a side stream one step ahead
+        yield from DevicePrefetcher(self.loader, self.device)
 
 
 def build(cfg, recipe: Recipe, *, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",

@@ -32,6 +32,15 @@ class Batch:
             label=self.label.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked host memory (the DataLoader's pin-memory thread calls this with
+        ``pin_memory=True``): its copies to the GPU are then asynchronous."""
+        return Batch(views=[v.pin_memory() for v in self.views], index=self.index.pin_memory(),
+                     label=self.label.pin_memory())
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.views, self.index, self.label]
+
     def check(self) -> None:
         """Raise if the batch breaks the contract (used by tests and the first step of a run)."""
         b = self.size

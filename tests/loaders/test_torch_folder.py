@@ -94,3 +94,27 @@ def test_class_subset_applies_to_a_handed_in_split_and_a_beton_refuses_it(split,
                                    "data.class_subset": str(subset)})
     with pytest.raises(ConfigError, match=r"cannot be applied to the \.beton .*--class-subset FILE"):
         LOADERS.build("nvjpeg", beton, _recipe(), split=split)
+
+
+def test_on_a_gpu_the_loader_pins_its_batches(split, monkeypatch):
+    """With a CUDA device the DataLoader pins (pin_memory=True) through Batch.pin_memory; the accelerator is
+    faked so that torch's single-process path pins on this CPU machine, and the pinning is recorded."""
+    from sdmp_fast.batch import Batch
+    pinned = []
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("cuda"))
+    monkeypatch.setattr(Batch, "pin_memory", lambda self: pinned.append(self.size) or self)
+    ld = FolderLoader(split, _recipe(), 8, 0, 1, torch.device("cuda"), seed=3, num_workers=0)
+    ld.set_epoch(0)
+    host = list(ld.loader)  # what the DevicePrefetcher copies to the GPU
+    assert ld.loader.pin_memory and pinned == [8] * len(host) == [8] * len(ld)
+
+
+@pytest.mark.gpu
+def test_gpu_batches_arrive_pinned_and_on_the_device(split):
+    ld = FolderLoader(split, _recipe(), 8, 0, 1, torch.device("cuda"), seed=3, num_workers=1)
+    ld.set_epoch(0)
+    assert all(t.is_pinned() for t in next(iter(ld.loader)).tensors())
+    for b in ld:
+        b.check()
+        assert all(t.device.type == "cuda" for t in b.tensors())
