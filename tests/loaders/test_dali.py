@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import crop_fractions, plain_view, require
+from planted import old_dali_brightness_contrast
 
 from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
 from sdmp_fast.config import load_config
@@ -172,14 +173,6 @@ def test_gpu_pipeline_decodes_and_augments_on_the_gpu(dali, split):
 
 # ----------------------------------------------------------------------------------------------- the GPU graphs
 
-def _old_brightness_contrast(x, brightness, contrast):
-    """The contrast step before the fix: the centre an argument computed from the image (a GPU node on a GPU)."""
-    from nvidia.dali import fn, types
-    grey = fn.color_space_conversion(x, image_type=types.RGB, output_type=types.GRAY)
-    centre = fn.reductions.mean(fn.cast(grey, dtype=types.FLOAT))
-    return fn.brightness_contrast(x, brightness=brightness, contrast=contrast, contrast_center=centre)
-
-
 GPU_GRAPHS = ["mocov3", "mocov3+sdmp", "mocov3+sdmp-extra", "dino", "dino+sdmp", "mocov3+sdmp-shards", "dino-fp16"]
 
 
@@ -194,7 +187,7 @@ def test_every_training_graph_is_defined_for_the_gpu(dali, name):
 
 def test_the_old_contrast_centre_fails_the_gpu_definition(dali, monkeypatch):
     from sdmp_fast.health.dali_graphs import check_gpu_graph
-    monkeypatch.setattr(dali, "_brightness_contrast", _old_brightness_contrast)
+    monkeypatch.setattr(dali, "_brightness_contrast", old_dali_brightness_contrast)
     with pytest.raises(ValueError, match="contrast_center"):
         check_gpu_graph("mocov3")
 
@@ -224,7 +217,7 @@ def test_brightness_contrast_equals_dalis_operator_on_the_cpu(dali):
         x = fn.external_source(source=lambda: images, layout="HWC", batch=True)
         b = fn.random.uniform(range=[0.6, 1.4])
         c = fn.random.uniform(range=[0.6, 1.4])
-        return dali._brightness_contrast(x, b, c), _old_brightness_contrast(x, b, c)
+        return dali._brightness_contrast(x, b, c), old_dali_brightness_contrast(x, b, c)
     pipe = both()
     pipe.build()
     new, old = (np.stack([np.asarray(t) for t in out]) for out in pipe.run())
