@@ -22,18 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.sections import augment, e2e, ffcv, loaders, mixing, step  # noqa: E402
 from benchmarks.sections.common import Context, cleanup_sources, failed, free_device  # noqa: E402
-from benchmarks.sections.report import evaluate_targets, print_results, write_report  # noqa: E402
+from benchmarks.sections.report import evaluate_targets, print_results, summary_lines, write_report  # noqa: E402
 from benchmarks.timing import env_record, write_json  # noqa: E402
 
-SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e}
+SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e,
+            "modes": step}  # "modes": the step modes alone (--only step runs both)
 # e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile)
 RUN_ORDER = (("loaders", loaders.run), ("ffcv", ffcv.run), ("augment", augment.run), ("mixing", mixing.run),
-             ("step", step.run), ("e2e", e2e.run), ("step", step.run_modes))
+             ("step", step.run), ("e2e", e2e.run), ("modes", step.run_modes))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(mod.__doc__ for mod in SECTIONS.values()))
+                                epilog="\n\n".join(dict.fromkeys(mod.__doc__ for mod in SECTIONS.values())))
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--data", default=None, help="ImageNet-style folder for the loader and e2e benchmarks "
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--step-batches", default=None, help="step modes: comma list of batch sizes (default: CUDA "
                                                         "32,64,128,256; CPU 64, --quick 16)")
     p.add_argument("--step-modes", default=",".join(step.MODES), help=f"comma list of {', '.join(step.MODES)}")
+    p.add_argument("--step-methods", default="mocov3,dino", help="step modes: comma list of mocov3, dino")
     p.add_argument("--compile", action="store_true", help="run the compile mode on CPU too (always on CUDA)")
     p.add_argument("--compile-batches", default=None, help="compile mode only at these batches (default: all of "
                                                            "--step-batches; each batch compiles anew)")
@@ -67,12 +69,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_section(ctx: Context, name: str, fn) -> None:
-    """Run one section; a crash is recorded (and the report still written) instead of ending the run."""
+    """Run one section; a crash is recorded (and the report still written) instead of ending the run; what was
+    measured is saved after it. (Each section lists its arms past --budget-s as skipped.)"""
     try:
         fn(ctx)
     except Exception as e:  # noqa: BLE001
         failed(f"section {name}", e, ctx.failures)
         free_device(ctx.device)
+    ctx.save()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,25 +85,30 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    only += ["modes"] if "step" in only else []
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         p.error(f"--only: unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
     out = {"env": env_record(device), "argv": list(sys.argv[1:] if argv is None else argv), "results": {},
            "failures": []}
+    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"throughput-{device.type}.json"
+
+    def save() -> None:  # after every arm and section: a crash, hang or kill keeps what was measured
+        out["targets"] = evaluate_targets(out)
+        write_json(path, out)
+        if args.report:
+            write_report(out, args.report)
     ctx = Context(args, device, out["results"], out["failures"],
-                  time.monotonic() + args.budget_s if args.budget_s else None)
+                  time.monotonic() + args.budget_s if args.budget_s else None, save)
     print(json.dumps(out["env"]))
     for name, fn in RUN_ORDER:
         if name in only:
             run_section(ctx, name, fn)
     cleanup_sources()
-    out["targets"] = evaluate_targets(out)
+    save()
     print_results(out)
-    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"throughput-{device.type}.json"
-    write_json(path, out)
-    print(f"wrote {path}")
-    if args.report:
-        print(f"wrote {write_report(out, args.report)}")
+    print(f"wrote {path}" + (f" and {args.report}" if args.report else ""))
+    print("\n".join(summary_lines(out)))
     return out
 
 

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from benchmarks import package as pkg
-from benchmarks.sections.common import IMAGENET_MEAN, IMAGENET_STD, SKIPPED_ON_CPU, Context, recipes
+from benchmarks.sections.common import IMAGENET_MEAN, IMAGENET_STD, LATE, SKIPPED_ON_CPU, Context, past, recipes
 from benchmarks.timing import time_fn
 
 
@@ -57,5 +57,8 @@ def bench_augment(device: torch.device, batch: int, size: int, local_size: int, 
 
 
 def run(ctx: Context) -> None:
+    if past(ctx.deadline):
+        ctx.results["augment"] = [{"status": LATE}]
+        return
     batch, size = (8, 64) if ctx.args.quick else ((256 if ctx.gpu else 32), 224)
     ctx.results["augment"] = bench_augment(ctx.device, batch, size, size * 96 // 224, iters=2 if ctx.args.quick else 5)

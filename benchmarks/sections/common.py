@@ -29,10 +29,17 @@ class Context:
     results: dict
     failures: list[str]
     deadline: float | None = None  # time.monotonic() at which --budget-s runs out
+    save: Callable[[], None] = lambda: None  # writes what was measured so far (JSON): after every arm and section
 
     @property
     def gpu(self) -> bool:
         return self.device.type == "cuda"
+
+    def progress(self, section: str, row: dict) -> None:
+        """Add one arm's row to ``section`` as soon as it is measured, and save: a crash, hang or kill later keeps it
+        (a section that assembles its rows at the end replaces the list with them)."""
+        self.results.setdefault(section, []).append(row)
+        self.save()
 
 
 def past(deadline: float | None, margin_s: float = 0.0) -> bool:

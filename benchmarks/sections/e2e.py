@@ -104,7 +104,7 @@ def e2e_overrides(device: torch.device, work: Path, overrides: list[str], batch:
 
 def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_images: int, batch: int,
               config: str | None, overrides: list[str], warmup: int, steps: int, workers: int,
-              failures: list[str], deadline: float | None = None) -> list[dict]:
+              failures: list[str], deadline: float | None = None, on_row=None) -> list[dict]:
     """MoCo v3 + SDMP trained by ``sdmp_fast.pretrain`` (``--config config``, then ``overrides``) with each
     loader: images/s after the warm-up, and each loader's rate as a fraction of the synthetic (compute-only) rate."""
     registered = pkg.loader_registry()
@@ -139,6 +139,8 @@ def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_i
         finally:
             free_device(device)
         rows.append(row)
+        if on_row is not None:  # saved as soon as it is measured
+            on_row("e2e", row)
         print(f"  e2e {name:9s} {row.get('images_per_s', '-')} img/s ({row['status']})", file=sys.stderr)
     synthetic = next((r["images_per_s"] for r in rows if r["loader"] == "synthetic" and r["status"] == "ok"), None)
     for r in rows:
@@ -165,4 +167,4 @@ def run(ctx: Context) -> None:
         workers = args.e2e_workers if args.e2e_workers is not None else args.workers
     ctx.results["e2e"] = bench_e2e(ctx.device, names, args.data, 16 if args.quick else args.images,
                                    args.e2e_batch or batch, config, overrides, args.e2e_warmup or warmup,
-                                   args.e2e_steps or steps, workers, ctx.failures, ctx.deadline)
+                                   args.e2e_steps or steps, workers, ctx.failures, ctx.deadline, ctx.progress)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from benchmarks import package as pkg
-from benchmarks.sections.common import Context, drain, folder_sizes, image_source, recipes
+from benchmarks.sections.common import LATE, Context, drain, folder_sizes, image_source, past, recipes
 
 
 def redecode_batches(beton: Path, recipe, batch: int, workers: int, device: torch.device):
@@ -121,6 +121,9 @@ def bench_ffcv(device: torch.device, data: str | None, images: int, batch: int, 
 def run(ctx: Context) -> None:
     if importlib.util.find_spec("ffcv") is None:
         ctx.results["ffcv"] = [{"status": "skipped: ffcv is not installed (pip install -e .[ffcv])"}]
+        return
+    if past(ctx.deadline):
+        ctx.results["ffcv"] = [{"status": LATE}]
         return
     size, batch, images, local_size = folder_sizes(ctx.args)
     for key, rows in bench_ffcv(ctx.device, ctx.args.data, images, batch, ctx.args.workers, size, local_size).items():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import package as pkg
-from benchmarks.sections.common import SKIPPED_ON_CPU, Context
+from benchmarks.sections.common import LATE, SKIPPED_ON_CPU, Context, past
 from benchmarks.timing import time_fn
 
 
@@ -47,7 +47,9 @@ def triton_arms(triton_mix, x: torch.Tensor, lam: torch.Tensor, op: str, g: torc
             "triton_images_per_s": round(x.shape[0] / t_tri, 1), "triton_speedup_vs_mix": round(t_fast / t_tri, 2)}
 
 
-def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> list[dict]:
+def bench_mixing(device: torch.device, batch: int, size: int, iters: int, ctx: Context | None = None) -> list[dict]:
+    """Per op: ``mix``, the per-sample loop, ``x.clone()`` (and the Triton kernel on CUDA); with ``ctx``, each op
+    is skipped past the budget and saved as it ends."""
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     lam = torch.rand(batch, device=device, generator=g)
@@ -56,6 +58,10 @@ def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> lis
     triton_mix = pkg.triton_mix() if device.type == "cuda" else None
     rows = []
     for op in ("mixup", "cutmix", "resizemix"):
+        if ctx is not None and past(ctx.deadline):
+            rows.append({"op": op, "batch": batch, "size": size, "status": LATE})
+            ctx.progress("mixing", rows[-1])
+            continue
         t_fast = time_fn(lambda: pkg.mix(x, lam, op, generator=g), device, warmup=1, iters=iters)["median_s"]
         t_loop = time_fn(lambda: loop_mix_reference(x, lam, op), device, warmup=1, iters=max(2, iters // 2))["median_s"]
         triton = ({"triton": SKIPPED_ON_CPU} if triton_mix is None else
@@ -64,11 +70,13 @@ def bench_mixing(device: torch.device, batch: int, size: int, iters: int) -> lis
                      "loop_ms": round(1e3 * t_loop, 2), "clone_ms": round(1e3 * clone, 2),
                      "mix_images_per_s": round(batch / t_fast, 1), "loop_images_per_s": round(batch / t_loop, 1),
                      "speedup_vs_loop": round(t_loop / t_fast, 2), "mix_over_clone": round(t_fast / clone, 2),
-                     "gb_per_s": round(2 * x.numel() * x.element_size() / t_fast / 1e9, 1), **triton})
+                     "gb_per_s": round(2 * x.numel() * x.element_size() / t_fast / 1e9, 1), "status": "ok", **triton})
+        if ctx is not None:
+            ctx.progress("mixing", rows[-1])
     return rows
 
 
 def run(ctx: Context) -> None:
     batch, size = (16, 64) if ctx.args.quick else (256, 224)
     ctx.results["mixing"] = bench_mixing(ctx.device, batch, size,
-                                         iters=3 if ctx.args.quick else (20 if ctx.gpu else 5))
+                                         iters=3 if ctx.args.quick else (20 if ctx.gpu else 5), ctx=ctx)

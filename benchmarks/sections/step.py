@@ -147,7 +147,7 @@ def time_mode(device: torch.device, method: str, backbone: str, size: int, batch
 
 
 def single_views(device: torch.device, setups: list[tuple], batches: list[int], timing: dict, peak: dict,
-                 failures: list[str], deadline: float | None) -> dict[tuple, dict]:
+                 failures: list[str], deadline: float | None, on_arm=None) -> dict[tuple, dict]:
     """{(setup index, batch): the backbone's single-view forward+backward row with its MFU}."""
     singles = {}
     for si, (method, backbone, size, overrides) in enumerate(setups):
@@ -166,6 +166,8 @@ def single_views(device: torch.device, setups: list[tuple], batches: list[int], 
                           "status": failed(f"single view {backbone} batch {batch}", e, failures)}
             free_device(device)
             singles[si, batch] = single
+            if on_arm is not None:  # saved as soon as it is measured
+                on_arm("single_view", single)
             print(f"  single view {backbone} batch {batch}: {single.get('images_per_s', '-')} img/s "
                   f"({single['status']})", file=sys.stderr)
     return singles
@@ -173,7 +175,7 @@ def single_views(device: torch.device, setups: list[tuple], batches: list[int], 
 
 def mode_arms(device: torch.device, setups: list[tuple], batches: list[int], modes: list[str], timing: dict,
               compile_on_cpu: bool, compile_batches: list[int] | None, failures: list[str],
-              deadline: float | None) -> dict[tuple, dict]:
+              deadline: float | None, on_arm=None) -> dict[tuple, dict]:
     """{(setup index, batch, mode): the step row}, mode by mode: eager first and compile (the slowest to start)
     last, so that past ``deadline`` the arms left out are the optional ones."""
     arms = {}
@@ -200,6 +202,8 @@ def mode_arms(device: torch.device, setups: list[tuple], batches: list[int], mod
                     free_device(device)
                 print(f"  {label}: {row.get('step_ms', '-')} ms, {row.get('images_per_s', '-')} img/s "
                       f"({row['status']})", file=sys.stderr)
+                if on_arm is not None:
+                    on_arm("step_modes", row)
     return arms
 
 
@@ -230,12 +234,14 @@ def step_target(r: dict, single: dict, backbone: str, batch: int) -> dict:
 
 def bench_step_modes(device: torch.device, setups: list[tuple], batches: list[int], modes: list[str], timing: dict,
                      peak: dict, compile_on_cpu: bool, compile_batches: list[int] | None, failures: list[str],
-                     deadline: float | None = None) -> dict[str, list[dict]]:
+                     deadline: float | None = None, on_arm=None) -> dict[str, list[dict]]:
     """Per (method + SDMP, batch): each mode's step time, images/s, speedup over eager, FLOPs and MFU; the
     backbone's single-view forward+backward rate; and the target ratio of MoCo v3 + SDMP. The single views run
-    first, then the modes; arms past ``deadline`` (time.monotonic()) read "skipped: past ..."."""
-    singles = single_views(device, setups, batches, timing, peak, failures, deadline)
-    arms = mode_arms(device, setups, batches, modes, timing, compile_on_cpu, compile_batches, failures, deadline)
+    first, then the modes; arms past ``deadline`` (time.monotonic()) read "skipped: past ..."; ``on_arm(section,
+    row)`` is called as each arm ends."""
+    singles = single_views(device, setups, batches, timing, peak, failures, deadline, on_arm)
+    arms = mode_arms(device, setups, batches, modes, timing, compile_on_cpu, compile_batches, failures, deadline,
+                     on_arm)
     rows, targets, counted = [], [], how_counted(device)
     for si, (method, backbone, _, _) in enumerate(setups):
         for batch in batches:
@@ -250,6 +256,9 @@ def bench_step_modes(device: torch.device, setups: list[tuple], batches: list[in
 def run(ctx: Context) -> None:
     """The ``step`` rows: each method without and with SDMP."""
     rows = ctx.results["step"] = []  # filled as it goes: a crash keeps the rows measured before it
+    if past(ctx.deadline):
+        rows.append({"status": LATE})
+        return
     if ctx.args.quick:
         rows += bench_step(ctx.device, "mocov3", "vit_tiny_p4", 32, 16, 2, {"method.hidden_dim": 256}, warmup=1)
         rows += bench_step(ctx.device, "dino", "vit_tiny_p4_dino", 32, 16, 2, DINO_QUICK, warmup=1)
@@ -286,6 +295,8 @@ def run_modes(ctx: Context) -> None:
               dict(warmup=3, steps=3, repeats=2) if gpu else
               dict(warmup=1, steps=2, repeats=2) if args.quick else dict(warmup=2, steps=3, repeats=3))
     modes = [m.strip() for m in args.step_modes.split(",") if m.strip()]
-    ctx.results.update(bench_step_modes(ctx.device, mode_setups(args.quick, gpu), batches, modes, timing, peak,
+    methods = [m.strip() for m in (getattr(args, "step_methods", None) or "mocov3,dino").split(",")]
+    setups = [s for s in mode_setups(args.quick, gpu) if s[0] in methods]
+    ctx.results.update(bench_step_modes(ctx.device, setups, batches, modes, timing, peak,
                                         args.compile, ints(args.compile_batches) if args.compile_batches else None,
-                                        ctx.failures, ctx.deadline))
+                                        ctx.failures, ctx.deadline, ctx.progress))
