@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup pretrain test gpu-check docs clean
+.PHONY: setup pretrain test doctor gpu-test gpu-bench gpu-check docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,9 +15,19 @@ pretrain: setup
 test: setup
 	SDMP_REQUIRE=dali,ffcv $(PY) -m pytest -q --durations=20 $(ARGS)
 
-## GPU machines only: the gpu-marked tests and the throughput benchmark with the machine's own python3, about 8 minutes
-## on one H100; writes benchmarks/results/throughput-cuda.json and gpu-check-report.md (GPU_CHECK_OUT: elsewhere).
-## Installs nothing (those machines have torch/torchvision/timm/triton and no package registry).
+## A new machine's check before a long run (docs/performance.md, "GPU check"); ARGS: e.g. --config X --data D.
+## Uses .venv when there is one, else the machine's python3 (GPU machines have no package registry).
+doctor:
+	$(if $(wildcard .venv/bin/python),.venv/bin/python,python3) -m sdmp_fast.doctor $(ARGS)
+
+## GPU machines only, with the machine's own python3, installing nothing; output under GPU_CHECK_OUT
+## (default runs/gpu-check/). gpu-check = doctor + gpu-test + gpu-bench in under 6 minutes on one H100.
+gpu-test:
+	@bash scripts/gpu_test.sh
+
+gpu-bench:
+	@bash scripts/gpu_bench.sh
+
 gpu-check:
 	@bash scripts/gpu_check.sh
 

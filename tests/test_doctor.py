@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from conftest import EVAL_TINY
 from sdmp_fast import doctor
 from sdmp_fast.health import Skipped, run_check
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_command_prints_one_line_per_check_and_exits_0(tmp_path, capsys):
@@ -32,13 +29,6 @@ def test_the_command_prints_one_line_per_check_and_exits_0(tmp_path, capsys):
     assert lines[-1] == f"doctor: {2 + (status == 'ok')} ok, {int(status == 'skipped')} skipped, 0 FAILED"
     assert [o["name"] for o in json.loads((tmp_path / "d.json").read_text())] == ["versions", "loaders",
                                                                                     "gpu-eager-step"]
-
-
-def test_python_m_sdmp_fast_doctor_runs_the_command():
-    r = subprocess.run([sys.executable, "-m", "sdmp_fast.doctor", "--only", "gpu-graph-step"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-    status = "ok" if torch.cuda.is_available() else "skipped"
-    assert r.returncode == 0 and r.stdout.startswith(f"gpu-graph-step {status}"), r.stdout + r.stderr
 
 
 def test_the_old_contrast_centre_fails_the_doctor_naming_the_check(monkeypatch, capsys):
@@ -89,10 +79,11 @@ def test_a_loader_that_does_not_import_fails(monkeypatch):
         environment.loaders_importable()
 
 
-def test_the_triton_compile_fails_for_an_unknown_architecture():
-    from sdmp_fast.health.kernels import compile_for_arch
-    with pytest.raises(RuntimeError, match="ahead-of-time compile failed"):
-        compile_for_arch(1)
+def test_a_failed_triton_compile_fails_the_check(monkeypatch):
+    from sdmp_fast.health import kernels
+    monkeypatch.setattr(kernels.sys, "executable", "/bin/false")  # the compile process exits 1
+    with pytest.raises(RuntimeError, match="ahead-of-time compile failed \\(exit 1\\)"):
+        kernels.triton_compile()
 
 
 def test_the_gpu_checks_cpu_twins(monkeypatch):
