@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ from conftest import EVAL_TINY
 
 from sdmp_fast import doctor
 from sdmp_fast.health import Skipped, run_check
-
 
 
 def test_the_command_prints_one_line_per_check_and_exits_0(tmp_path, capsys):
