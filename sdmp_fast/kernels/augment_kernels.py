@@ -243,16 +243,23 @@ def _blur_1d(src, oy, ox, live, safe, half, total, S: tl.constexpr, ALONG_X: tl.
 
 
 @triton.jit
-def blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr):
-    """Pass 2a: horizontal Gaussian blur with per-sample sigma, reflect padding. Grid (cdiv(S * S, BLOCK), N)."""
+def _blur_pass(src_ptr, fac_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr, ALONG_X: tl.constexpr):
+    """This program's pixels of a float32 [S, S, 3] image blurred along x or y: (n, pix, live, r, g, b)."""
     n = tl.program_id(1)
     pix = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = pix < S * S
     oy = pix // S
     ox = pix - oy * S
     safe, half, total = _gauss_taps(fac_ptr, n, N, HALF)
-    src = src_ptr + n.to(tl.int64) * (S * S * 3)  # float32 [S, S, 3]
-    r, g, b = _blur_1d(src, oy, ox, live, safe, half, total, S, True, BLOCK)
+    src = src_ptr + n.to(tl.int64) * (S * S * 3)
+    r, g, b = _blur_1d(src, oy, ox, live, safe, half, total, S, ALONG_X, BLOCK)
+    return n, pix, live, r, g, b
+
+
+@triton.jit
+def blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK: tl.constexpr):
+    """Pass 2a: horizontal Gaussian blur with per-sample sigma, reflect padding. Grid (cdiv(S * S, BLOCK), N)."""
+    n, pix, live, r, g, b = _blur_pass(src_ptr, fac_ptr, N, HALF, S, BLOCK, True)
     _store_rgb(dst_ptr, n, pix, live, r, g, b, S)
 
 
@@ -260,13 +267,6 @@ def blur_rows_kernel(src_ptr, fac_ptr, dst_ptr, N, HALF, S: tl.constexpr, BLOCK:
 def blur_cols_kernel(src_ptr, fac_ptr, flag_ptr, dst_ptr, N, HALF, thr, m0, m1, m2, s0, s1, s2,
                       S: tl.constexpr, BLOCK: tl.constexpr, SOL: tl.constexpr):
     """Pass 2b: vertical Gaussian blur, then solarize, normalise and the cast. Grid (cdiv(S * S, BLOCK), N)."""
-    n = tl.program_id(1)
-    pix = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = pix < S * S
-    oy = pix // S
-    ox = pix - oy * S
-    safe, half, total = _gauss_taps(fac_ptr, n, N, HALF)
-    src = src_ptr + n.to(tl.int64) * (S * S * 3)  # float32 [S, S, 3]
-    r, g, b = _blur_1d(src, oy, ox, live, safe, half, total, S, False, BLOCK)
+    n, pix, live, r, g, b = _blur_pass(src_ptr, fac_ptr, N, HALF, S, BLOCK, False)
     r, g, b = _finish(r, g, b, flag_ptr, n, N, thr, m0, m1, m2, s0, s1, s2, SOL)
     _store_rgb(dst_ptr, n, pix, live, r, g, b, S)
