@@ -3,9 +3,9 @@ import importlib
 
 import pytest
 import torch
-
 from conftest import require
 from images import canvas_of, texture
+
 from loaders.base import CanvasLoader, ShardedLoader
 from sdmp_fast.augment import apply_views, sample_view_params
 from sdmp_fast.augment.recipes import mocov3_recipe
