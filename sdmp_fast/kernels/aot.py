@@ -2,10 +2,11 @@
 
 ``python -m sdmp_fast.kernels.aot [--arch 90]`` compiles each kernel specialisation the trainer can launch to
 PTX and, with the ``ptxas`` that ships in triton's wheel (``triton/backends/nvidia/bin``), to a cubin, and
-prints their sizes: every mixing op for fp32 / bf16 in and out, and the augmentation passes of every launch
+prints their sizes: every mixing op for fp32, fp16 and bf16 views, and the augmentation passes of every launch
 group of the MoCo v3 and DINO recipes at 224 px (globals) and 96 px (DINO's locals), with fp32 and bf16
-output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher runs). The crop's tiling
-depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for all. Must run without
+output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher runs; those recipes always
+blur, so the passes that fuse the finish without blur are checked by the interpreter parity only). The crop's
+tiling depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for all. Must run without
 ``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
 """
 from __future__ import annotations
@@ -17,17 +18,14 @@ import json
 import triton
 from triton.backends.compiler import GPUTarget
 
-from sdmp_fast.augment.recipes import Recipe, ViewSpec, dino_recipe, mocov3_recipe
+from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
 from sdmp_fast.kernels import augment, mixing
 
 _NORM = {k: "fp32" for k in ("thr", "m0", "m1", "m2", "s0", "s1", "s2")}
 _INTS = lambda *names: {k: "i32" for k in names}  # noqa: E731
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 RECIPES = {"mocov3": mocov3_recipe(224, 0.08, MEAN, STD),
-           "dino": dino_recipe(224, 96, 10, (0.4, 1.0), (0.05, 0.4), MEAN, STD),
-           # views without blur (and without contrast): the output written by the colour pass, or by the crop
-           "fused": Recipe("fused", (ViewSpec(size=224, solarize_p=0.2), ViewSpec(size=96, jitter=(0.4, 0.0, 0.2, 0.1))),
-                           MEAN, STD)}
+           "dino": dino_recipe(224, 96, 10, (0.4, 1.0), (0.05, 0.4), MEAN, STD)}
 CANVAS_WIDTH = 500
 # argument types of each augmentation kernel but its output ("dst_ptr")
 _AUGMENT_SIGS = {
@@ -42,7 +40,8 @@ _AUGMENT_SIGS = {
 def _mix_variants() -> list[tuple[str, object, dict, dict]]:
     out = []
     for op, code in mixing.OP_CODES.items():
-        for src, dst in (("fp32", "fp32"), ("bf16", "bf16"), ("fp32", "bf16")):
+        # the views' dtype in and out: float32 (every loader), float16 (data.dali_fp16), bfloat16
+        for src, dst in (("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16")):
             sig = {"x_ptr": f"*{src}", "out_ptr": f"*{dst}", "lam_ptr": "*fp32", "top_ptr": "*i64",
                    "left_ptr": "*i64", "height_ptr": "*i64", "width_ptr": "*i64",
                    **_INTS("B", "C", "H", "W", "sxb", "sxc", "sxh", "sxw")}

@@ -14,11 +14,11 @@ def test_every_kernel_variant_compiles_for_sm90_without_a_gpu(tmp_path, version)
     report, triton_version = compile_for_arch(90, env_for(version, TRITON_CACHE_DIR=str(tmp_path / "cache")))
     assert triton_version.startswith("3.6.") if version == "3.6" else True, triton_version
     for op in ("mixup", "cutmix", "resizemix"):
-        for dtypes in ("fp32->fp32", "bf16->bf16", "fp32->bf16"):
+        for dtypes in ("fp32->fp32", "fp16->fp16", "bf16->bf16"):
             assert f"mix/{op}/{dtypes}" in report
     for size in (224, 96):  # global and local views; every pass, and each output dtype of the last one
         for kernel in ("crop/fp32", "colour/fp32", "blur_rows/fp32", "blur_cols/fp32", "blur_cols/bf16"):
             assert any(label.endswith(f"/{size}/{kernel}") for label in report), (size, kernel)
-    assert {"augment/fused/224/colour/bf16", "augment/fused/96/crop/bf16"} <= set(report)  # fused finishes
+    assert len(report) == 19
     for label, sizes in report.items():
         assert sizes["ptx"] > 0 and sizes["cubin"] > 0, (label, sizes)  # cubin: ptxas from triton's wheel ran
