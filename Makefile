@@ -16,9 +16,9 @@ test: setup
 	SDMP_REQUIRE=dali,ffcv $(PY) -m pytest -q --durations=20 $(ARGS)
 
 ## A new machine's check before a long run (docs/performance.md, "GPU check"); ARGS: e.g. --config X --data D.
-## Uses .venv when there is one, else the machine's python3 (GPU machines have no package registry).
+## Uses $(PYTHON), else .venv when there is one, else the machine's python3 (GPU machines have no package registry).
 doctor:
-	$(if $(wildcard .venv/bin/python),.venv/bin/python,python3) -m sdmp_fast.doctor $(ARGS)
+	$(or $(PYTHON),$(if $(wildcard .venv/bin/python),.venv/bin/python,python3)) -m sdmp_fast.doctor $(ARGS)
 
 ## GPU machines only, with the machine's own python3, installing nothing; output under GPU_CHECK_OUT
 ## (default runs/gpu-check/). gpu-check = doctor + gpu-test + gpu-bench in under 6 minutes on one H100.

@@ -121,3 +121,10 @@ def test_a_planned_run_with_bad_data_an_unwritable_output_and_too_little_space_f
     assert code == 1
     assert [ln.split()[1] for ln in lines[:3]] == ["FAILED"] * 3, lines
     assert "missing" in lines[0] and "NotADirectoryError" in lines[1] and "shm-size" in lines[2]
+
+
+def test_a_planned_run_whose_first_step_diverges_fails(image_folder, session_cache, monkeypatch, capsys):
+    monkeypatch.setenv("SDMP_FAULT", "nan@1")
+    assert doctor.main(_planned(image_folder, f"data.cache_dir={session_cache}", "--only", "run-step")) == 1
+    assert re.search(r"^run-step +FAILED +\(AssertionError: the first step's loss is nan\)", capsys.readouterr().out,
+                     re.MULTILINE)
