@@ -34,7 +34,8 @@ class NoHostSync(TorchDispatchMode):
             raise AssertionError(f"host synchronisation in the step: boolean indexing ({func})")
         if packet in COPIES:
             src = _device(args[1]) if packet is not aten._to_copy else _device(args[0])
-            dst = _device(args[0]) if packet is not aten._to_copy else kwargs.get("device", args[0].device).type
+            dst = _device(args[0]) if packet is not aten._to_copy else torch.device(kwargs.get("device") or
+                                                                                    args[0].device).type
             if src != dst and "cpu" in (src, dst):
                 raise AssertionError(f"host synchronisation in the step: a copy {src} -> {dst} ({func})")
         return func(*args, **kwargs)
