@@ -1,12 +1,13 @@
 """Throughput benchmarks: the one entry point.
 
-    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e] [--device auto|cpu|cuda]
-                                    [--json PATH] [--report PATH.md] [--quick]
+    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e,modes] [--device auto|cpu|cuda]
+                                    [--json PATH] [--report PATH.md] [--quick] [--budget-s S]
 
 Each section is a module of ``benchmarks/sections/`` (what each measures is listed below). Results are printed
-and written as JSON with the environment record (machine, versions, commit); ``--report`` also writes them as
-Markdown (every figure, the targets met or missed): ``make gpu-check`` writes
-benchmarks/results/gpu-check-report.md this way. The exit status is 1 when a measurement failed.
+and written as JSON with the environment record (machine, versions, commit), rewritten after every arm;
+``--report`` also writes them as Markdown (every figure, the targets met or missed): ``make gpu-bench`` writes
+runs/gpu-check/gpu-bench.md this way. The output ends with a summary of at most 40 lines. The exit status is 1
+when a measurement failed.
 """
 from __future__ import annotations
 
