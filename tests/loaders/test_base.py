@@ -73,11 +73,11 @@ def test_the_device_prefetcher_copies_every_batch_in_order():
 
 @pytest.mark.gpu
 def test_gpu_prefetch_overlaps_the_copy_of_the_next_batch_with_the_step():
-    """Batch 1's copy (256 MB, pinned) runs on the side stream while step 0 (a ~30 ms kernel) runs: step 0 starts
+    """Batch 1's copy (200 MB, pinned) runs on the side stream while step 0 (a ~30 ms kernel) runs: step 0 starts
     before that copy has finished. Copied on the training stream, step 0 would start after it."""
     from loaders.base import DevicePrefetcher
-    host = [Batch(views=[torch.ones(64, 1024, 1024, 1)], index=torch.arange(64), label=torch.arange(64)).pin_memory()
-            for _ in range(2)]
+    views = [torch.ones(16, 3, 1024, 1024).contiguous(memory_format=torch.channels_last)]
+    host = [Batch(views=views, index=torch.arange(16), label=torch.arange(16)).pin_memory() for _ in range(2)]
     pre = DevicePrefetcher(host, torch.device("cuda"), timing=True)
     start = torch.cuda.Event(enable_timing=True)
     start.record()
