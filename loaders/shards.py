@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sdmp_fast.data.folders import DataError, scan_folder, verify_images
+from sdmp_fast.schema import HelpFormatter
 
 MANIFEST = "manifest.json"
 EXTS = ("img", "cls", "idx")
@@ -97,7 +98,7 @@ def write_shards(src: str | Path, out: str | Path, split: str = "train", per_sha
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m loaders.shards", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("src", help="ImageNet-style folder: SRC/<class>/*.jpg, or SRC/train and SRC/val")
     p.add_argument("out", help="output root: OUT/<split>/shard-*.tar, *.idx, manifest.json")
     p.add_argument("--per-shard", type=int, default=5000, help="images per tar file")
