@@ -70,7 +70,7 @@ def knn_table(arms: dict, rows: list[dict], method: str, seeds: list[int]) -> tu
     return table, agg
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/knn_seeds.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--method", choices=sorted(ARMS), default="mocov3", help="the method, with and without SDMP")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds per arm")
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--results", default=None, help="output stem (default: runs/benchmarks/knn_seeds[_dino]; the "
                                                    "docs' table: --results docs/results/knn_seeds[_dino])")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="extra config overrides applied to both arms")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     suffix = "" if args.method == "mocov3" else f"_{args.method}"
     args.out = args.out or f"runs/knn_seeds{suffix}"
     args.results = str(result_path(args.results, f"knn_seeds{suffix}"))

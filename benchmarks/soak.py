@@ -117,7 +117,7 @@ def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/soak.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--minutes", type=float, default=2.0, help="training time per loader, in minutes")
     p.add_argument("--every", type=float, default=10.0, help="seconds between samples")
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None, help="write the results here (default: runs/benchmarks/soak-<device>.json; "
                                                 "a result to commit: --json benchmarks/results/NAME.json)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides of the default run")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     cfg = pkg.load_config(args.config, ["run.knn=false", *args.overrides])
     device = pkg.pick_device(args.device)
     names = [n.strip() for n in args.loaders.split(",") if n.strip()]
