@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.presets import cifar, fashion_mnist, imagenet  # noqa: E402
 from benchmarks.package import HelpFormatter  # noqa: E402
+from benchmarks.presets import cifar, fashion_mnist, imagenet  # noqa: E402
 from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 PRESETS = {"fashion-mnist": fashion_mnist, "imagenet": imagenet, "cifar": cifar}

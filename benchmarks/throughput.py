@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.sections import augment, e2e, ffcv, loaders, mixing, step  # noqa: E402
 from benchmarks.sections.common import Context, cleanup_sources, failed, free_device  # noqa: E402
 from benchmarks.sections.report import evaluate_targets, print_results, write_report  # noqa: E402
-from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e}

@@ -1,6 +1,5 @@
 """python -m loaders.write_beton: the split a user means, no silent overwrite, labelled progress, clear errors."""
 import pytest
-
 from conftest import require
 
 pytestmark = pytest.mark.ffcv
