@@ -253,3 +253,10 @@ def test_ffcv_changes_no_interned_numba_type(ffcv_interpreted, betons, monkeypat
     del first
     gc.collect()
     assert ignored == []
+
+
+def test_the_numba_compilation_is_announced_once_per_process(ffcv_interpreted, monkeypatch, capsys):
+    monkeypatch.setattr(ffcv_interpreted, "_compiled_here", False)
+    ffcv_interpreted._say_compiling()
+    ffcv_interpreted._say_compiling()
+    assert capsys.readouterr().err.count("[ffcv] numba compiles the decoding pipelines at the first batch") == 1
