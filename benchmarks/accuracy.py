@@ -32,9 +32,11 @@ PRESETS = {"fashion-mnist": fashion_mnist, "imagenet": imagenet, "cifar": cifar}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__, formatter_class=HelpFormatter,
+    p = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__,
+                                formatter_class=HelpFormatter,
                                 epilog="\n\n".join(mod.__doc__ for mod in PRESETS.values()))
-    p.add_argument("--preset", required=True, choices=list(PRESETS), help="which tables (each preset is described below)")
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="which tables (each preset is described below)")
     p.add_argument("--data", default="", help="fashion-mnist: an ImageNet-style folder instead of the embedded data; "
                                               "imagenet: the ImageNet folder")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],

@@ -71,14 +71,16 @@ def knn_table(arms: dict, rows: list[dict], method: str, seeds: list[int]) -> tu
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python benchmarks/knn_seeds.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog="python benchmarks/knn_seeds.py", description=__doc__,
+                                formatter_class=HelpFormatter)
     p.add_argument("--method", choices=sorted(ARMS), default="mocov3", help="the method, with and without SDMP")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds per arm")
     p.add_argument("--out", default=None, help="run directories (default: runs/knn_seeds[_dino])")
     p.add_argument("--collect", action="store_true", help="read finished runs only")
     p.add_argument("--results", default=None, help="output stem (default: runs/benchmarks/knn_seeds[_dino]; the "
                                                    "docs' table: --results docs/results/knn_seeds[_dino])")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="extra config overrides applied to both arms")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="extra config overrides applied to both arms")
     return p
 
 

@@ -63,7 +63,8 @@ def split_folder(src: str | Path, split: str | None = None) -> Path:
     if any((src / s).is_dir() for s in SPLITS):
         chosen = split or "train"
         if not (src / chosen).is_dir():
-            raise DataError(f"{src} has no {chosen}/ split (it has {', '.join(s for s in SPLITS if (src / s).is_dir())})")
+            have = ", ".join(s for s in SPLITS if (src / s).is_dir())
+            raise DataError(f"{src} has no {chosen}/ split (it has {have})")
         return src / chosen
     if split:
         raise DataError(f"--split {split}: {src} holds no train/ or val/ folder; it is one split, converted as it is "
@@ -130,8 +131,10 @@ def write_beton(src: str | Path, out: str | Path, max_resolution: int = 400, wri
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loaders.write_beton", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("src", help="a data set root (SRC/train/<class>/*.jpg, SRC/val/...) or one split (SRC/<class>/*.jpg)")
+    p = argparse.ArgumentParser(prog="python -m loaders.write_beton", description=__doc__,
+                                formatter_class=HelpFormatter)
+    p.add_argument("src", help="a data set root (SRC/train/<class>/*.jpg, SRC/val/...) or one split "
+                               "(SRC/<class>/*.jpg)")
     p.add_argument("out", help="output file, e.g. train.beton")
     p.add_argument("--split", choices=SPLITS, default=None,
                    help="the split of a data set root to convert (default: train; an error for a one-split SRC)")

@@ -123,8 +123,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     kwargs = {"split": train_split} if train_split is not None else {}
     loader = LOADERS.build(cfg.data.loader, cfg, recipe, rank=rank, world=world, device=device, **kwargs)
     res = resolve(cfg, loader.num_samples, world, rank)
-    done = out.finished("step", int(state["step"]), res.total_steps, "summary.json", "run") if state is not None else None
-    if done is not None:  # a complete run: its record stays as it is
+    done = state and out.finished("step", int(state["step"]), res.total_steps, "summary.json", "run")
+    if done:  # a complete run: its record stays as it is
         dist.shutdown()
         return done
     out.write_config(cfg, {**res.__dict__, "device": str(device), "data": data_name, "views": list(recipe.sizes)})
@@ -145,8 +145,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     result = trainer.fit(progress=progress)
     summary = {"out_dir": str(out.path), "steps": trainer.step, "total_steps": res.total_steps,
                "seconds": round(result.seconds, 1), "images_per_s": round(result.images_per_s, 1),
-               "last": result.last_logs, "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None,
-               "skipped_images": skipped_images(train_split, val_split)}
+               "last": result.last_logs, "skipped_images": skipped_images(train_split, val_split),
+               "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
     if result.stopped_early:
         why = ("interrupted (Ctrl-C)" if result.preempted == "SIGINT" else
                f"preempted by {result.preempted}" if result.preempted else "run.stop_after")

@@ -309,7 +309,8 @@ def markdown_reference(cls: type, intro: list[str]) -> str:
     help, choices)."""
     lines = list(intro)
     for name, sec in section_classes(cls).items():
-        lines += [f"## `{name}`", "", "| key | type | default | on resume | meaning |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"## `{name}`", "", "| key | type | default | on resume | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
         for f in fields(sec):
             default = list(f.default) if isinstance(f.default, tuple) else f.default
             helptext = f.metadata.get("help", "")

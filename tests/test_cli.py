@@ -66,7 +66,8 @@ def test_every_help_names_the_command_explains_every_option_and_says_its_default
         for action in p._actions:
             assert action.help, (command, action.option_strings or action.dest)
     pretrain = parsers["python -m sdmp_fast.pretrain"].format_help()
-    assert "alias of data.loader (default: torch)" in pretrain and "alias of run.out_dir (default: runs/default)" in pretrain
+    assert "alias of data.loader (default: torch)" in pretrain
+    assert "alias of run.out_dir (default: runs/default)" in pretrain
     assert "(default: embedded Fashion-MNIST)" in pretrain
     linear = parsers["python -m sdmp_fast.linear"].format_help()
     assert "alias of run.out_dir (default: a sub-folder of the pretraining run directory)" in linear

@@ -38,7 +38,8 @@ def test_linear_cli_end_to_end(mocov3_run, tmp_path, capsys, cached):
 
 def test_a_small_set_clips_the_default_batch_and_a_finished_run_stays_as_it_is(mocov3_run, tmp_path, capsys):
     out = tmp_path / "l"
-    argv = ["--pretrained", str(mocov3_run), "--cached-features", "data.num_workers=0", "run.epochs=2", "--out", str(out)]
+    argv = ["--pretrained", str(mocov3_run), "--cached-features", "data.num_workers=0", "run.epochs=2",
+            "--out", str(out)]
     assert main(argv) == 0  # the default batch (256) on 36 training images
     cap = capsys.readouterr()
     assert "[linear] data.batch_size = 256 is larger than the training set (36 images): using 36" in cap.err

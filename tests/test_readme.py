@@ -10,7 +10,8 @@ Parsed only, with the reason:
 * a path under /data or /path/to (ImageNet, CIFAR, shards): a data set the test machine has not; the command is
   checked with ``--print-config`` (arguments, keys, values and their checks) or, for the writers
   (``loaders.write_beton``, ``loaders.shards``), by their argument parser;
-* ``torchrun`` / ``srun torchrun`` lines: several processes or a cluster; the ``sdmp_fast`` part with ``--print-config``;
+* ``torchrun`` / ``srun torchrun`` lines: several processes or a cluster; the ``sdmp_fast`` part with
+  ``--print-config``;
 * ``make pretrain`` / ``make test``: ten minutes of training / this suite itself; the Makefile targets exist.
 Skipped: lines holding ``...`` (excerpts) and shell assignments (``head=$(...)``).
 """

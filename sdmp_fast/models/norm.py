@@ -11,8 +11,9 @@ Per chunk, the per-channel sums of x and x^2 and the count are summed over ranks
 differentiable all-reduce (``dist.all_reduce_sum_autograd``: SUM forward and backward), so autograd
 gives the gradient of the global batch statistics; in one process the all-reduce is the identity
 and the layer equals ``nn.BatchNorm`` applied to each chunk in turn. Statistics are computed in float32
-(under autocast too; float64 inputs in float64, so a float64 model is float64 throughout); ``var = E[x^2] - E[x]^2`` is clamped at 0. Running statistics (momentum as in
-PyTorch, unbiased variance) take one update per chunk, in chunk order, exactly as k separate forwards
+(under autocast too; float64 inputs in float64, so that a float64 model is float64 throughout);
+``var = E[x^2] - E[x]^2`` is clamped at 0. Running statistics (momentum as in PyTorch, unbiased variance)
+take one update per chunk, in chunk order, exactly as k separate forwards
 would (so a fused multi-view pass leaves the same buffers as one pass per view), and are identical on
 every rank, so buffers need no broadcast. Parameter and buffer names are those of ``nn.BatchNorm1d/2d``.
 """
