@@ -41,7 +41,7 @@ def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> d
                          "or finish the run with python -m sdmp_fast.pretrain --out RUN_DIR --resume auto")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         found = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a {type(d).__name__}"
-        raise ValueError(f"{path}: {found}; {expected}")
+        raise ValueError(f"{path}: not an sdmp_fast backbone export ({found}; pretraining writes RUN_DIR/backbone.pt)")
     return d
 
 

@@ -36,7 +36,8 @@ def choices(*names: str) -> dict:
 
 # What changing a field means to a resumed run (``--resume auto``), declared with the field:
 FIXED = {"resume": "fixed"}  # it changes the run's mathematics or data order: refused unless --allow-config-change
-FREE = {"resume": "free"}    # it does not: logging, evaluation, output, and where or how the same thing is computed
+FREE = {"resume": "free"}    # it does not: logging, evaluation, output, where the same data is read from (a path:
+#                              the data itself cannot be checked), where or how the same thing is computed
 
 
 def need(ok: bool, message: str) -> None:

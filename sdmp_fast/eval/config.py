@@ -23,7 +23,7 @@ from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, need
 
 @dataclass(frozen=True)
 class EvalData:
-    path: str = field(default="", metadata={"help": "ImageNet-style folder (train/ and val/); empty = the pretraining run's data.path (whose empty = embedded Fashion-MNIST)", **FIXED})
+    path: str = field(default="", metadata={"help": "ImageNet-style folder (train/ and val/); empty = the pretraining run's data.path (whose empty = embedded Fashion-MNIST)", **FREE})
     loader: str = field(default="torch", metadata={"help": "loader whose evaluation recipe reads the images (only torch is implemented)", **FIXED})
     image_size: int = field(default=0, metadata={"help": "side of the evaluated images in pixels; 0 = the pretraining run's data.image_size", **FIXED})
     mean: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation mean (0..1 scale); empty = the pretraining run's", **FIXED})

@@ -167,9 +167,9 @@ def test_bad_input_fails_clearly_and_touches_no_existing_output(finished_run, im
         argv, message = ["--data", str(tmp_path / "nowhere")], "does not exist"
     before = _snapshot(finished_run)
     resume = ["--config", SMOKE, *argv, "--out", str(finished_run), "--resume", "auto"]
-    if case != "config_typo":  # another data source is a config change, refused first ...
+    if case == "truncated_beton":  # another loader is a config change, refused first ...
         assert main(resume) == 2
-        assert "this start changes data." in capsys.readouterr().err
+        assert "this start changes data.loader 'torch' -> 'ffcv'" in capsys.readouterr().err
     assert main([*resume, "--allow-config-change"]) == 2  # ... and when allowed, the data's own error shows
     assert message in capsys.readouterr().err
     assert _snapshot(finished_run) == before

@@ -64,13 +64,13 @@ def test_a_resume_refuses_a_changed_fixed_key_unless_allowed_and_records_it(tmp_
                      out.resume)
     free = load_config(None, ["data.batch_size=16", "run.max_steps=12", "run.log_every=5", "run.knn=false"])
     assert out.load_resume(free)["step"] == 3  # logging and evaluation keys change freely
-    changed = load_config(None, ["data.batch_size=8", "run.max_steps=20", "run.log_every=5"])
+    changed = load_config(None, ["data.batch_size=8", "run.max_steps=20", "run.log_every=5", "data.path=/elsewhere"])
     with pytest.raises(ConfigError, match=r"this start changes data.batch_size 16 -> 8, run.max_steps 12 -> 20, "
                                           r"which change the run's mathematics .* --allow-config-change"):
         out.load_resume(changed)
     assert not (out.path / "config_changes.jsonl").exists()
     assert out.load_resume(changed, allow_change=True)["step"] == 3
-    assert not out.path.exists()  # recorded when the start writes its config, not before
+    assert not (out.path / "config_changes.jsonl").exists()  # recorded when the start writes its config
     out.write_config(changed, {})
     (line,) = (out.path / "config_changes.jsonl").read_text().splitlines()
     record = json.loads(line)

@@ -22,7 +22,7 @@ def test_a_data_set_root_converts_one_split_and_an_existing_output_needs_overwri
     assert main(["--workers", "1", str(image_folder), "--max-resolution", "32", str(out)]) == 0
     err = capsys.readouterr().err
     assert f"36 images of 3 classes from {image_folder / 'train'}" in err
-    assert f"verifying {image_folder / 'train'}" in err and "writing d.beton" in err  # both progress bars named
+    assert "writing d.beton: 100%" in err  # ffcv's own progress bar, named
     assert len(_labels(out)) == 36 and _labels(out).max() == 2
     stamp = out.stat().st_mtime_ns
     assert main([str(image_folder), str(out), "--split", "val", *small]) == 2
