@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"sdmp_fast.pretrain": ["run.max_steps=1", "data.batch_size=8", "data.num_workers=0", "method.hidden_dim=64",
                                "method.out_dim=32", "method.dino_out_dim=128", "method.dino_hidden_dim=64",
-                               "method.dino_bottleneck_dim=32", "run.knn=false", "run.log_every=1"],
+                               "method.dino_bottleneck_dim=32", "data.local_crops=2", "run.knn=false",
+                               "run.log_every=1"],
         "sdmp_fast.knn": ["knn.bank=24", "data.num_workers=0"],
         "sdmp_fast.linear": ["run.epochs=1", "data.batch_size=8", "data.num_workers=0"],
         "sdmp_fast.finetune": ["run.max_steps=1", "data.batch_size=8", "data.num_workers=0", "run.random_init=false",
