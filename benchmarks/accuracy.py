@@ -10,7 +10,8 @@ evaluation commands rather than here: ImageNet-100 (Table 11) is ``data.class_su
 commands, semi-supervised fine-tuning (Table 3) ``sdmp_fast.finetune --label-fraction`` / ``--label-subset``,
 ImageNet-A / -R (Table 4) ``sdmp_fast.finetune --ood-val``.
 
-Writes Markdown and JSON (default ``docs/results/accuracy_<preset>.{md,json}``) with the environment record.
+Writes Markdown and JSON with the environment record, by default to runs/benchmarks/accuracy_<preset>.{md,json}
+(untracked); the tables the docs show are written with ``--results docs/results/accuracy_<preset>``.
 """
 from __future__ import annotations
 
@@ -23,21 +24,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.presets import cifar, fashion_mnist, imagenet  # noqa: E402
-from benchmarks.timing import env_record, write_json  # noqa: E402
+from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 PRESETS = {"fashion-mnist": fashion_mnist, "imagenet": imagenet, "cifar": cifar}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__,
+                                formatter_class=HelpFormatter,
                                 epilog="\n\n".join(mod.__doc__ for mod in PRESETS.values()))
-    p.add_argument("--preset", required=True, choices=list(PRESETS))
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="which tables (each preset is described below)")
     p.add_argument("--data", default="", help="fashion-mnist: an ImageNet-style folder instead of the embedded data; "
                                               "imagenet: the ImageNet folder")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="fashion-mnist: pretraining seeds per arm (the tables give mean and std over them)")
     p.add_argument("--arms", nargs="+", default=list(fashion_mnist.FASHION_ARMS),
-                   choices=list(fashion_mnist.FASHION_ARMS))
+                   choices=list(fashion_mnist.FASHION_ARMS), help="fashion-mnist: the methods compared")
     p.add_argument("--runs-root", nargs="+", default=["runs/accuracy"],
                    help="where run directories <arm>-s<seed> are found (first: where new ones are written)")
     p.add_argument("--collect", action="store_true", help="only evaluate finished pretraining runs")
@@ -46,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-val", type=int, default=None,
                    help="evaluation val images per class (0 = all; default: fashion-mnist 200, cifar 0)")
     p.add_argument("--linear-epochs", type=int, default=90, help="linear evaluation epochs (the protocol's: 90)")
-    p.add_argument("--finetune-steps", type=int, default=400)
-    p.add_argument("--finetune-batch", type=int, default=32)
+    p.add_argument("--finetune-steps", type=int, default=400, help="fine-tuning optimizer steps per run")
+    p.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning global batch size")
     p.add_argument("--finetune-lr", type=float, default=0.008,
                    help="fine-tuning base lr per 512 images (DeiT: 5e-4); the reduced default keeps DeiT's ABSOLUTE lr "
                         "5e-4 at batch 32: a few hundred steps at DeiT's per-batch lr (3e-5) stay near chance")
@@ -60,14 +65,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cifar-model", default="r50", choices=list(cifar.CIFAR_BACKBONES), help="cifar: Table 5's ResNet")
     p.add_argument("--cifar-epochs", type=int, default=200, choices=[200, 2000],
                    help="cifar: Table 5's pretraining epochs")
-    p.add_argument("--cifar-arms", nargs="+", default=list(cifar.CIFAR_ARMS), choices=list(cifar.CIFAR_ARMS))
+    p.add_argument("--cifar-arms", nargs="+", default=list(cifar.CIFAR_ARMS), choices=list(cifar.CIFAR_ARMS),
+                   help="cifar: the methods compared")
     p.add_argument("--pretrain-steps", type=int, default=0,
                    help="cifar: reduced budget, pretrain this many steps instead of the epochs (0 = the paper's "
                         "epochs)")
     p.add_argument("--linear-fast", action="store_true",
                    help="cifar: reduced budget, linear evaluation on cached features (fast mode, not the paper "
                         "protocol)")
-    p.add_argument("--results", default=None, help="output stem (default: docs/results/accuracy_<preset>)")
+    p.add_argument("--results", default=None, help="output stem (default: runs/benchmarks/accuracy_<preset>; the "
+                                                   "docs' tables: --results docs/results/accuracy_<preset>)")
     return p
 
 
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     res = preset.run(args)
     md, agg = preset.tables(res, args, device)
     md += f"\nWall time of this invocation: {time.time() - t0:.0f} s.\n"
-    stem = Path(args.results or f"docs/results/accuracy_{args.preset.replace('-', '_')}")
+    stem = result_path(args.results, f"accuracy_{args.preset.replace('-', '_')}")
     stem.parent.mkdir(parents=True, exist_ok=True)
     record = {"env": env_record(torch.device("cpu")), "args": args.argv, "labels": preset.labels(args, res),
               **res, "aggregate": agg, "seconds": round(time.time() - t0, 1)}

@@ -6,7 +6,8 @@
 false and true. ``--method dino``: ``configs/fashion_mnist_dino.yaml`` against
 ``configs/fashion_mnist_dino_sdmp.yaml``. Both arms of a method have the same step budget; every run also
 reports the same backbone at random initialisation. ``--collect`` only reads finished run directories. Writes a
-JSON record and a Markdown table (default: docs/results/knn_seeds.{json,md}).
+JSON record and a Markdown table (default: runs/benchmarks/knn_seeds[_dino].{json,md}, untracked; the docs' table:
+``--results docs/results/knn_seeds[_dino]``).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import package as pkg  # noqa: E402
+from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.presets.common import mean_std  # noqa: E402
-from benchmarks.timing import env_record, write_json  # noqa: E402
+from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 ARMS = {
     "mocov3": {"mocov3": ["sdmp.enabled=false"], "mocov3+sdmp": ["sdmp.enabled=true"]},
@@ -68,24 +70,31 @@ def knn_table(arms: dict, rows: list[dict], method: str, seeds: list[int]) -> tu
     return table, agg
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", choices=sorted(ARMS), default="mocov3")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python benchmarks/knn_seeds.py", description=__doc__,
+                                formatter_class=HelpFormatter)
+    p.add_argument("--method", choices=sorted(ARMS), default="mocov3", help="the method, with and without SDMP")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="pretraining seeds per arm")
     p.add_argument("--out", default=None, help="run directories (default: runs/knn_seeds[_dino])")
     p.add_argument("--collect", action="store_true", help="read finished runs only")
-    p.add_argument("--results", default=None, help="output stem (default: docs/results/knn_seeds[_dino])")
-    p.add_argument("overrides", nargs="*", help="extra config overrides applied to both arms")
-    args = p.parse_args(argv)
+    p.add_argument("--results", default=None, help="output stem (default: runs/benchmarks/knn_seeds[_dino]; the "
+                                                   "docs' table: --results docs/results/knn_seeds[_dino])")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="extra config overrides applied to both arms")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     suffix = "" if args.method == "mocov3" else f"_{args.method}"
     args.out = args.out or f"runs/knn_seeds{suffix}"
-    args.results = args.results or f"docs/results/knn_seeds{suffix}"
+    args.results = str(result_path(args.results, f"knn_seeds{suffix}"))
     arms = ARMS[args.method]
     rows = seed_runs(arms, args.seeds, args.out, args.collect, args.overrides)
     table, agg = knn_table(arms, rows, args.method, args.seeds)
     record = {"env": env_record(torch.device("cpu")), "overrides": args.overrides, "runs": rows, "aggregate": agg}
     write_json(Path(args.results).with_suffix(".json"), record)
-    Path(args.results).with_suffix(".md").write_text("\n".join(table) + "\n")
+    Path(args.results).with_suffix(".md").write_text("\n".join(table) + "\n")  # beside the JSON: its folder exists
     print("\n".join(table))
     return record
 

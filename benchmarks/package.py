@@ -14,6 +14,7 @@ import torch
 from sdmp_fast.config import ConfigError  # noqa: F401
 from sdmp_fast.data.folders import DataError  # noqa: F401
 from sdmp_fast.registry import MissingBackend  # noqa: F401
+from sdmp_fast.schema import HelpFormatter  # noqa: F401  (every benchmark's --help: defaults said, no RST markup)
 
 # ----------------------------------------------------------------------------- config and commands
 

@@ -10,7 +10,8 @@ device memory are sampled every ``--every`` seconds with the images/s of that wi
 ``.beton`` of the same training split, written once into the cache. Reported per loader: the samples, the
 RSS after warm-up (the first ``--warmup`` fraction of the time) and at the end, their difference (the
 target is no growth after warm-up: DALI users report memory growth), and the first and last windows'
-images/s (drift). Results are printed and written as JSON with the environment record.
+images/s (drift). Results are printed and written as JSON with the environment record (default
+runs/benchmarks/soak-<device>.json; a result to commit: ``--json benchmarks/results/NAME.json``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import package as pkg  # noqa: E402
-from benchmarks.timing import env_record, sync, write_json  # noqa: E402
+from benchmarks.package import HelpFormatter  # noqa: E402
+from benchmarks.timing import env_record, result_path, sync, write_json  # noqa: E402
 
 BACKENDS = {"dali": "nvidia.dali", "ffcv": "ffcv"}
 
@@ -115,17 +117,23 @@ def soak_one(cfg, loader_name: str, device: torch.device, minutes: float, every:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=2.0)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python benchmarks/soak.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--minutes", type=float, default=2.0, help="training time per loader, in minutes")
     p.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--warmup", type=float, default=0.25, help="fraction of the time treated as warm-up")
-    p.add_argument("--loaders", default="torch,dali,nvjpeg,ffcv,synthetic")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--config", default=None)
-    p.add_argument("--json", default=None, help="default: benchmarks/results/soak-<device>.json")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("--loaders", default="torch,dali,nvjpeg,ffcv,synthetic",
+                   help="comma list of the loaders to soak, one after the other (those not installed are skipped)")
+    p.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--config", default=None, help="pretraining config file changing the default run")
+    p.add_argument("--json", default=None, help="write the results here (default: runs/benchmarks/soak-<device>.json; "
+                                                "a result to commit: --json benchmarks/results/NAME.json)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides of the default run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
     cfg = pkg.load_config(args.config, ["run.knn=false", *args.overrides])
     device = pkg.pick_device(args.device)
     names = [n.strip() for n in args.loaders.split(",") if n.strip()]
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[soak] {name}: RSS {r['rss_after_warmup_mib']} -> {r['rss_end_mib']} MiB after warm-up "
               f"({r['rss_growth_after_warmup_mib']:+} MiB), images/s {r['images_per_s_first_window']} -> "
               f"{r['images_per_s_last_window']}", file=sys.stderr)
-    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"soak-{device.type}.json"
+    path = result_path(args.json, f"soak-{device.type}.json")
     write_json(path, result)
     print(f"wrote {path}")
     return result

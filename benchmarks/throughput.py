@@ -4,10 +4,11 @@
                                     [--json PATH] [--report PATH.md] [--quick] [--budget-s S]
 
 Each section is a module of ``benchmarks/sections/`` (what each measures is listed below). Results are printed
-and written as JSON with the environment record (machine, versions, commit), rewritten after every arm;
-``--report`` also writes them as Markdown (every figure, the targets met or missed): ``make gpu-bench`` writes
-runs/gpu-check/gpu-bench.md this way. The output ends with a summary of at most 40 lines. The exit status is 1
-when a measurement failed.
+and written as JSON with the environment record (machine, versions, commit), rewritten after every arm, by
+default to runs/benchmarks/throughput-<device>.json (untracked; a result meant for the repository is written
+with ``--json benchmarks/results/...``). ``--report`` also writes them as Markdown (every figure, the targets met
+or missed): ``make gpu-bench`` writes runs/gpu-check/gpu-bench.md this way. The output ends with a summary of at
+most 40 lines. The exit status is 1 when a measurement failed.
 """
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.sections import augment, e2e, ffcv, loaders, mixing, step  # noqa: E402
 from benchmarks.sections.common import Context, cleanup_sources, failed, free_device  # noqa: E402
 from benchmarks.sections.report import evaluate_targets, print_results, summary_lines, write_report  # noqa: E402
-from benchmarks.timing import env_record, write_json  # noqa: E402
+from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e,
             "modes": step}  # "modes": the step modes alone (--only step runs both)
@@ -34,18 +36,21 @@ RUN_ORDER = (("loaders", loaders.run), ("ffcv", ffcv.run), ("augment", augment.r
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(prog="python benchmarks/throughput.py", description=__doc__,
+                                formatter_class=HelpFormatter,
                                 epilog="\n\n".join(dict.fromkeys(mod.__doc__ for mod in SECTIONS.values())))
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda if present, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="ImageNet-style folder for the loader and e2e benchmarks "
                                                 "(default: generated)")
     p.add_argument("--images", type=int, default=320, help="generated JPEGs for the loader benchmark (and distinct "
                                                            "images of the e2e set)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="loader workers (torch processes, DALI / ffcv threads) "
+                                                          "of the loader and ffcv sections")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--json", default=None,
-                   help="write results here (default: benchmarks/results/throughput-<device>.json)")
+                   help="write results here (default: runs/benchmarks/throughput-<device>.json; a result to commit: "
+                        "--json benchmarks/results/NAME.json)")
     p.add_argument("--report", default=None, help="also write the results as a Markdown report here")
     p.add_argument("--budget-s", type=float, default=None, help="time budget in seconds from the start: step-mode "
                    "arms (compile last) and e2e loaders that would start later are listed as skipped")
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"--only: unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
     out = {"env": env_record(device), "argv": list(sys.argv[1:] if argv is None else argv), "results": {},
            "failures": []}
-    path = Path(args.json) if args.json else Path(__file__).parent / "results" / f"throughput-{device.type}.json"
+    path = result_path(args.json, f"throughput-{device.type}.json")
 
     def save() -> None:  # after every arm and section: a crash, hang or kill keeps what was measured
         out["targets"] = evaluate_targets(out)

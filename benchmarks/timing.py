@@ -96,6 +96,15 @@ def time_loop(fn: Callable[[], object], device: torch.device, warmup: int = 2, s
             "warmup": warmup}
 
 
+RESULTS = Path("runs") / "benchmarks"  # where results go unless --json / --results names a file to commit
+
+
+def result_path(given: str | None, name: str) -> Path:
+    """``given`` (the user's --json / --results), else ``runs/benchmarks/<name>`` under the current folder: a
+    benchmark never writes over a tracked result unless told to."""
+    return Path(given) if given else RESULTS / name
+
+
 def write_json(path: str | Path, record: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ try:
     from ffcv.loader import Loader, OrderOption
     from ffcv.loader.epoch_iterator import IS_CUDA as FFCV_CUDA
     from ffcv.loader.epoch_iterator import EpochIterator
+    from ffcv.memory_managers.os_cache import OSCacheManager
     from ffcv.pipeline.allocation_query import AllocationQuery
     from ffcv.pipeline.compiler import Compiler
     from ffcv.transforms import ToDevice, ToTensor
@@ -59,7 +60,45 @@ def _keep_torch_threads() -> None:
 
 
 _keep_torch_threads()
+
+
+def _os_cache_reader(self):
+    """ffcv's OS-cache reader (the bytes of one sample, by address, from the memory-mapped file: read-only), with
+    its numba types built as new read-only instances.
+
+    ffcv's own ``compile_reader`` / ``state_type`` take numba's interned ``uint8[::1]`` type and set
+    ``mutable = False`` on it in place, once per Loader. That object is the type of every writable 1-d uint8
+    array in the process until then, and a key (whose hash follows ``mutable``) in the overload table of each
+    function numba compiled for such arrays, e.g. ``imdecode`` and ``memcpy`` in every image decoder built
+    before (their ``scratch`` buffers). When one of those functions is garbage-collected (a finished loader or
+    pipeline), numba's finalizer iterates that table, cannot find the key under its new hash and prints
+    ``Exception ignored in: <finalize object ...> KeyError: (Array(uint8, 1, 'C', ...``. Here no interned type
+    changes, and the reader has the types ffcv meant: read-only bytes in and out, uint64 offsets and sizes."""
+    import numba as nb
+    data = nb.types.Array(nb.uint8, 1, "C", readonly=True)
+    offsets = nb.uint64[::1]
+
+    def read(address, mem_state):
+        buf, starts, sizes = mem_state
+        return buf[address:address + sizes[np.searchsorted(starts, address)]]
+
+    return Compiler.compile(read, data(nb.uint64, nb.types.Tuple([data, offsets, offsets])))
+
+
+OSCacheManager.compile_reader = _os_cache_reader
 IMAGE, LABEL, INDEX = "image", "label", "index"
+
+
+_compiled_here = False
+
+
+def _say_compiling() -> None:
+    """Once per process: ffcv's numba compilation of the pipelines makes the first batch wait (no disk cache)."""
+    global _compiled_here
+    if not _compiled_here:
+        _compiled_here = True
+        print("[ffcv] numba compiles the decoding pipelines at the first batch of each process (on a CPU about "
+              "half a minute): the first step waits for it", file=sys.stderr)
 
 
 class _EpochIterator(EpochIterator):
@@ -200,6 +239,8 @@ class FfcvLoader(CanvasLoader):
                  batches_ahead: int = 2, augment_impl: str = "torch"):
         _check_options(order, world, os_cache)
         self.path, self.order = path, order
+        if rank == 0 and Compiler.is_enabled:
+            _say_compiling()
         num_samples, self.num_classes, sizes = _read_header(path)
         super().__init__(recipe, device, augment_impl, num_samples=num_samples, global_batch=global_batch,
                          rank=rank, world=world, seed=seed, source=path)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sdmp_fast.data.folders import DataError, scan_folder, verify_images
+from sdmp_fast.schema import HelpFormatter
 
 MANIFEST = "manifest.json"
 EXTS = ("img", "cls", "idx")
@@ -96,14 +97,18 @@ def write_shards(src: str | Path, out: str | Path, split: str = "train", per_sha
     return final
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loaders.shards", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("src", help="ImageNet-style folder: SRC/<class>/*.jpg, or SRC/train and SRC/val")
     p.add_argument("out", help="output root: OUT/<split>/shard-*.tar, *.idx, manifest.json")
     p.add_argument("--per-shard", type=int, default=5000, help="images per tar file")
     p.add_argument("--split", action="append", help="split(s) to write (default: train and val when SRC has them)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output splits")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     src = Path(args.src)
     splits = args.split or ([s for s in ("train", "val") if (src / s).is_dir()] or ["train"])
     try:

@@ -2,11 +2,12 @@
 
 Every command takes ``--config FILE``, flags that are aliases of config keys (``--out X`` = ``run.out_dir=X``),
 ``--print-config`` and ``section.key=value`` overrides before or after any flag; the overrides given win
-over the file, the alias flags over both.
+over the file, the alias flags over both. Its ``--help`` says every default (``schema.HelpFormatter``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -19,8 +20,9 @@ import loaders  # noqa: F401  (registers the loaders)
 from sdmp_fast import dist
 from sdmp_fast.data.folders import DataError
 from sdmp_fast.engine.precision import NonFiniteLoss
+from sdmp_fast.engine.preempt import INTERRUPTED
 from sdmp_fast.registry import MissingBackend
-from sdmp_fast.schema import ConfigError, dump_yaml, to_dict
+from sdmp_fast.schema import ConfigError, HelpFormatter, dump_yaml, section_classes, to_dict
 
 OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*=")  # section.key=value
 
@@ -57,21 +59,36 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def command_parser(prog: str, description: str, epilog: str | None = None) -> CommandParser:
-    return CommandParser(prog=prog, description=description, epilog=epilog,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    return CommandParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
+
+
+def config_default(config_cls: type, key: str) -> str:
+    """The default of ``key`` in words, for an alias flag's help: an empty default is what its help says "empty =
+    ..." means (e.g. "the pretraining run's data.path")."""
+    section, name = key.split(".")
+    f = {f.name: f for f in dataclasses.fields(section_classes(config_cls)[section])}[name]
+    if f.default not in ("", ()):
+        return ", ".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
+    said = re.search(r"empty = ([^;(]+)", f.metadata.get("help", ""))
+    return said.group(1).strip().rstrip(".,") if said else "none"
 
 
 def add_config_arguments(p: CommandParser, flags: dict[str, Flag], config_help: str, example: str,
-                         resume_help: str | None = None) -> None:
-    """--config, the alias flags, --resume (with ``resume_help``), --print-config and the overrides."""
+                         config_cls: type, resume_help: str | None = None) -> None:
+    """--config, the alias flags (each with the default of its key in ``config_cls``), --resume (with
+    ``resume_help``) and --allow-config-change, --print-config and the overrides."""
     p.add_argument("--config", help=f"YAML file of overrides of the defaults{config_help}")
     for name, f in flags.items():
+        said = f" (default: {config_default(config_cls, f.key)})".replace("%", "%%")
         if f.switch:
-            p.add_argument(name, action="store_true", help=f"alias of {f.key}=true{f.help}")
+            p.add_argument(name, action="store_true", help=f"alias of {f.key}=true{f.help}{said}")
         else:
-            p.add_argument(name, help=f"alias of {f.key}{f.help}", metavar=f.metavar, type=f.type, nargs=f.nargs)
+            p.add_argument(name, help=f"alias of {f.key}{f.help}{said}", metavar=f.metavar, type=f.type, nargs=f.nargs)
     if resume_help:
         p.add_argument("--resume", help=resume_help)
+        p.add_argument("--allow-config-change", action="store_true",
+                       help="with --resume: accept a change of a key that changes the run's mathematics or data order "
+                            "(refused otherwise; the change is recorded in RUN_DIR/config_changes.jsonl)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"config overrides, e.g. {example}")
 
@@ -127,12 +144,18 @@ def print_config(cfg) -> dict:
 
 def main(run: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
     """Every command's ``main``: ``run(argv)``; bad input (config, data, a missing backend, a diverging loss) is one
-    ``error:`` line on stderr and exit code 2."""
+    ``error:`` line on stderr and exit code 2. Ctrl-C is exit code 130: during training after the checkpoint
+    (``engine/preempt.py``), elsewhere (start-up, evaluation) at once, with one line instead of a traceback."""
     try:
-        run(argv)
+        result = run(argv)
     except (ConfigError, DataError, MissingBackend, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
+    if isinstance(result, dict) and result.get("preempted") == "SIGINT":
+        return INTERRUPTED
     return 0
 
 

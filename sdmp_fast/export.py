@@ -29,11 +29,19 @@ def export_backbone(backbone: nn.Module, path: str | Path, extra: dict | None = 
 def load_export(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read and check an export file: the dict with ``model_name``, ``model_kwargs``, ``state_dict`` (and extras)."""
     path = Path(path)
+    expected = "expected an sdmp_fast backbone export (RUN_DIR/backbone.pt, written at the end of pretraining)"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no exported backbone here (pretraining writes RUN_DIR/backbone.pt)")
-    d = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        d = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever the file is (text, another archive), the answer is the same
+        raise ValueError(f"{path}: not a file torch can read ({type(e).__name__}); {expected}") from None
+    if isinstance(d, dict) and "step" in d and "method" in d and "optimizer" in d:
+        raise ValueError(f"{path}: a training checkpoint, not an export; pass the run directory (its backbone.pt) "
+                         "or finish the run with python -m sdmp_fast.pretrain --out RUN_DIR --resume auto")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an sdmp_fast backbone export (format {d.get('format') if isinstance(d, dict) else type(d)!r})")
+        found = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a {type(d).__name__}"
+        raise ValueError(f"{path}: not an sdmp_fast backbone export ({found}; pretraining writes RUN_DIR/backbone.pt)")
     return d
 
 

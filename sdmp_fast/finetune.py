@@ -54,7 +54,7 @@ def build_parser() -> CommandParser:
     p = command_parser("python -m sdmp_fast.finetune", __doc__.split("\n\n")[2],
                        epilog="the paper's recipe: configs/eval/finetune_deit.yaml")
     add_pretrained_argument(p)
-    add_config_arguments(p, FLAGS, " (configs/eval/finetune_deit.yaml)", "run.epochs=100",
+    add_config_arguments(p, FLAGS, " (configs/eval/finetune_deit.yaml)", "run.epochs=100", FinetuneConfig,
                          resume_help="checkpoint file, or 'auto' for the newest valid one in the output directory")
     return p
 
@@ -76,9 +76,14 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     device = start_process(cfg.run.device, cfg.run.threads)
     out = RunDir.open(cfg.run.out_dir, args.resume, default=eval_out_dir(pre, "finetune"))
     trainer = FinetuneTrainer(cfg, pre, out, device)
-    state = out.load_resume()
+    cfg = trainer.cfg  # data.batch_size clipped to a small training set
+    state = out.load_resume(cfg, args.allow_config_change)
     if state is not None:
         trainer.resume(state)
+        done = out.finished("step", trainer.step, trainer.total, "finetune.json", "finetune")
+        if done is not None:
+            dist.shutdown()
+            return done
         out.announce_resume("step", trainer.step)
     out.write_config(cfg, trainer.resolved())
     if dist.is_main():

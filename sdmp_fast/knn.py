@@ -24,20 +24,20 @@ from sdmp_fast.engine.rundir import RunDir
 from sdmp_fast.eval.config import EvalData, EvalRun, fill_data_defaults, validate_data, validate_run
 from sdmp_fast.eval.knn import format_report, knn_report
 from sdmp_fast.eval.pretrained import eval_out_dir, load_pretrained
-from sdmp_fast.schema import choices, load, need
+from sdmp_fast.schema import FIXED, choices, load, need
 
 
 @dataclass(frozen=True)
 class KnnSection:
-    k: int = field(default=20, metadata={"help": "neighbours of the weighted vote"})
-    bank: int = field(default=10000, metadata={"help": "train images in the feature bank (a fixed subset)"})
-    queries: int = field(default=0, metadata={"help": "val images used as queries; 0 = all"})
-    temperature: float = field(default=0.07, metadata={"help": "vote weight exp(similarity / temperature)"})
+    k: int = field(default=20, metadata={"help": "neighbours of the weighted vote", **FIXED})
+    bank: int = field(default=10000, metadata={"help": "train images in the feature bank (a fixed subset)", **FIXED})
+    queries: int = field(default=0, metadata={"help": "val images used as queries; 0 = all", **FIXED})
+    temperature: float = field(default=0.07, metadata={"help": "vote weight exp(similarity / temperature)", **FIXED})
 
 
 @dataclass(frozen=True)
 class KnnRun(EvalRun):
-    precision: str = field(default="fp32", metadata={"help": "autocast dtype of the backbone (fp32: the numbers of pretraining's report)", **choices("auto", "fp32", "bf16", "fp16")})
+    precision: str = field(default="fp32", metadata={"help": "autocast dtype of the backbone (fp32: the numbers of pretraining's report)", **choices("auto", "fp32", "bf16", "fp16"), **FIXED})
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ FLAGS = eval_flags()
 def build_parser() -> CommandParser:
     p = command_parser("python -m sdmp_fast.knn", "Weighted k-NN accuracy of an exported backbone, beside its random init.")
     add_pretrained_argument(p)
-    add_config_arguments(p, FLAGS, "", "knn.k=10")
+    add_config_arguments(p, FLAGS, "", "knn.k=10", KnnConfig)
     return p
 
 

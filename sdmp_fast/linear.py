@@ -48,7 +48,7 @@ def build_parser() -> CommandParser:
     p = command_parser("python -m sdmp_fast.linear", __doc__.split("\n\n")[2],
                        epilog="paper protocols: configs/eval/linear_mocov3.yaml, configs/eval/linear_dino.yaml")
     add_pretrained_argument(p)
-    add_config_arguments(p, FLAGS, " (configs/eval/linear_*.yaml)", "run.epochs=10",
+    add_config_arguments(p, FLAGS, " (configs/eval/linear_*.yaml)", "run.epochs=10", LinearConfig,
                          resume_help="checkpoint file, or 'auto' for the newest valid one in the output directory")
     return p
 
@@ -72,9 +72,14 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     device = start_process(cfg.run.device, cfg.run.threads)
     out = RunDir.open(cfg.run.out_dir, args.resume, default=eval_out_dir(pre, output_name(cfg)))
     probe = LinearProbe(cfg, pre, out, device)
-    state = out.load_resume()
+    cfg = probe.cfg  # data.batch_size clipped to a small training set
+    state = out.load_resume(cfg, args.allow_config_change)
     if state is not None:
         probe.resume(state)
+        done = out.finished("epoch", probe.epoch, cfg.run.epochs, "linear.json", "linear")
+        if done is not None:
+            dist.shutdown()
+            return done
         out.announce_resume("epoch", probe.epoch)
     out.write_config(cfg, probe.resolved())
     if dist.is_main():

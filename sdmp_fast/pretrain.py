@@ -31,6 +31,7 @@ from sdmp_fast.export import export_backbone
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
+from sdmp_fast.models.common import check_backbone
 from sdmp_fast.registry import BACKBONES, LOADERS, METHODS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -51,7 +52,7 @@ def _listing() -> str:
 def build_parser() -> CommandParser:
     p = command_parser("python -m sdmp_fast.pretrain", "Self-supervised pretraining (MoCo v3 / DINO, with or without "
                        "SDMP).", epilog=_listing())
-    add_config_arguments(p, FLAGS, " (see configs/)", "optim.lr=1e-3",
+    add_config_arguments(p, FLAGS, " (see configs/)", "optim.lr=1e-3", Config,
                          resume_help="checkpoint file, or 'auto' for the newest valid one in run.out_dir")
     p.add_argument("--dump-views", type=int, default=0, metavar="N",
                    help="write RUN_DIR/views.png: the views of one SDMP step for N samples, with lambda_eff "
@@ -63,9 +64,9 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     args, overrides = parse(build_parser(), FLAGS, argv)
     cfg = load_config(args.config, overrides)
     loaders.check_config(cfg)
-    for key, reg, value in (("method.name", METHODS, cfg.method.name), ("model.backbone", BACKBONES, cfg.model.backbone)):
-        if value not in reg:
-            raise ConfigError(f"{key} = {value!r}: choose one of {', '.join(reg.names())}")
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"method.name = {cfg.method.name!r}: choose one of {', '.join(METHODS.names())}")
+    check_backbone(cfg)
     return args, cfg
 
 
@@ -81,6 +82,11 @@ def read_data(cfg: Config) -> tuple[Split | None, Split | None, str]:
     if cfg.data.beton:
         name = cfg.data.beton + (f" (k-NN on {name})" if train is not None else "")
     return train, val, name
+
+
+def skipped_images(*splits: Split | None) -> dict[str, int]:
+    """The files data.skip_corrupt left out, per split read ({} when no folder is read)."""
+    return {s.root.name: len(s.skipped) for s in splits if s is not None}
 
 
 def dump_views(cfg: Config, count: int, method, loader, device: torch.device, out: RunDir) -> None:
@@ -104,6 +110,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     device = start_process(cfg.run.device, cfg.run.threads)
     rank, world = dist.get_rank(), dist.get_world()
     out = RunDir.open(cfg.run.out_dir, args.resume, tag=cfg.method.name + ("_sdmp" if cfg.sdmp.enabled else ""))
+    state = out.load_resume(cfg, args.allow_config_change)  # refuses a changed FIXED key before anything is built
 
     torch.manual_seed(cfg.run.seed)  # identical initialisation on every rank
     train_split, val_split, data_name = read_data(cfg)
@@ -116,6 +123,10 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     kwargs = {"split": train_split} if train_split is not None else {}
     loader = LOADERS.build(cfg.data.loader, cfg, recipe, rank=rank, world=world, device=device, **kwargs)
     res = resolve(cfg, loader.num_samples, world, rank)
+    done = state and out.finished("step", int(state["step"]), res.total_steps, "summary.json", "run")
+    if done:  # a complete run: its record stays as it is
+        dist.shutdown()
+        return done
     out.write_config(cfg, {**res.__dict__, "device": str(device), "data": data_name, "views": list(recipe.sizes)})
     if dist.is_main():
         print(f"[run] {out.path}: {cfg.method.name}{' + SDMP (' + cfg.sdmp.variant + ')' if cfg.sdmp.enabled else ''}, "
@@ -125,17 +136,21 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     trainer = Trainer(cfg, res, method, loader, device, out)
     if args.dump_views and dist.is_main():
         dump_views(cfg, args.dump_views, method, loader, device, out)
-    state = out.load_resume()
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except ValueError as e:  # what --allow-config-change cannot bridge: another architecture
+            raise ConfigError(f"{out.resume}: {e}") from None
         out.announce_resume("step", trainer.step)
     result = trainer.fit(progress=progress)
     summary = {"out_dir": str(out.path), "steps": trainer.step, "total_steps": res.total_steps,
                "seconds": round(result.seconds, 1), "images_per_s": round(result.images_per_s, 1),
-               "last": result.last_logs, "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
+               "last": result.last_logs, "skipped_images": skipped_images(train_split, val_split),
+               "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
     if result.stopped_early:
-        out.report_stop("run", f"step {trainer.step} of {res.total_steps}",
-                        f"preempted by {result.preempted}" if result.preempted else "run.stop_after",
+        why = ("interrupted (Ctrl-C)" if result.preempted == "SIGINT" else
+               f"preempted by {result.preempted}" if result.preempted else "run.stop_after")
+        out.report_stop("run", f"step {trainer.step} of {res.total_steps}", why,
                         checkpoint=str(trainer.last_checkpoint or "written by rank 0"))
         summary["preempted"] = result.preempted
     elif dist.is_main():
@@ -150,7 +165,11 @@ def finish(cfg: Config, out: RunDir, method, random_init: torch.nn.Module, train
     summary["export"] = str(export_backbone(method.export_backbone(), out.path / "backbone.pt",
                                             extra={"method": cfg.method.name, "sdmp": cfg.sdmp.enabled,
                                                    "config": to_dict(cfg)}))
-    if cfg.run.knn and train is not None:
+    if cfg.run.knn and train is None:
+        summary["knn_skipped"] = f"loader {cfg.data.loader} reads no image folder"
+        print(f"[run] no k-NN report (run.knn): loader {cfg.data.loader} reads no image folder, which the report "
+              "needs (--data DIR with train/ and val/); run.knn=false silences this", file=sys.stderr)
+    elif cfg.run.knn:
         knn = knn_report({"trained": copy.deepcopy(method.export_backbone()), "random_init": random_init}, train, val,
                          device, image_size=cfg.data.image_size, mean=cfg.data.mean, std=cfg.data.std,
                          bank=cfg.run.knn_bank, queries=cfg.run.knn_queries, k=cfg.run.knn_k,

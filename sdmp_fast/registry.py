@@ -24,10 +24,13 @@ class Registry:
         self._help: dict[str, str] = {}
         self._meta: dict[str, Any] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[Any], Any]:
-        """Decorator: ``@BACKBONES.register("vit_s16")`` above a builder function or class."""
+    def register(self, name: str, help: str = "", meta: Any = None) -> Callable[[Any], Any]:
+        """Decorator: ``@BACKBONES.register("vit_s16")`` above a builder function or class; ``meta``: its declaration
+        (:meth:`meta`, e.g. a backbone's patch size)."""
         def deco(obj: Any) -> Any:
             self._add(name, obj, help or (obj.__doc__ or "").strip().split("\n")[0])
+            if meta is not None:
+                self._meta[name] = meta
             return obj
         return deco
 

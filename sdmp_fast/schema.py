@@ -4,12 +4,17 @@ A config is a frozen dataclass whose fields are section dataclasses (``Config.da
 the field defaults are the defaults. Precedence: defaults < ``--config file.yaml`` < command-line
 ``section.key=value``. Unknown keys (with "did you mean"), wrong types, duplicated YAML keys and values
 outside a field's ``choices`` raise :class:`ConfigError` naming the key and what is allowed.
+
+Every field says what a change means to a run that is resumed (``metadata["resume"]``, :data:`FIXED` or
+:data:`FREE`); :func:`changed_fixed_keys` compares a recorded config with the current one by that rule.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -27,6 +32,12 @@ class ConfigError(ValueError):
 def choices(*names: str) -> dict:
     """Field metadata that limits a field to ``names`` (checked when a value is set; listed in the docs)."""
     return {"choices": names}
+
+
+# What changing a field means to a resumed run (``--resume auto``), declared with the field:
+FIXED = {"resume": "fixed"}  # it changes the run's mathematics or data order: refused unless --allow-config-change
+FREE = {"resume": "free"}    # it does not: logging, evaluation, output, where the same data is read from (a path:
+#                              the data itself cannot be checked), where or how the same thing is computed
 
 
 def need(ok: bool, message: str) -> None:
@@ -229,19 +240,84 @@ def to_dict(cfg) -> dict[str, dict[str, Any]]:
 
 
 def dump_yaml(cfg) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    """The config as block-style YAML (one key per line, lists as ``- item`` lines), sections in declared order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+# ----------------------------------------------------------------------------- command-line help
+
+def plain_text(doc: str) -> str:
+    """A docstring as ``--help`` prints it: reStructuredText markup (````code````, ``:role:`x```, ``**bold**``,
+    a trailing ``::``) removed."""
+    doc = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc)
+    doc = re.sub(r"``([^`]+)``", r"\1", doc)
+    doc = re.sub(r"\*\*([^*]+)\*\*", r"\1", doc)
+    return re.sub(r"(\S)::$", r"\1:", doc, flags=re.M)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The ``--help`` of every command: descriptions as written (without RST markup: :func:`plain_text`), and every
+    option's default said after its help, unless it has none (None, "", a switch's False) or the help says it."""
+
+    def __init__(self, prog: str, **kwargs):
+        super().__init__(prog, max_help_position=32, **kwargs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if d is None or d is False or d is argparse.SUPPRESS or d in ("", []) or "default" in text:
+            return text
+        shown = " ".join(str(x) for x in d) if isinstance(d, (list, tuple)) else str(d)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+    def format_help(self) -> str:
+        return plain_text(super().format_help())
+
+
+# ----------------------------------------------------------------------------- resume
+
+def unclassified_keys(cls: type) -> list[str]:
+    """The keys of config class ``cls`` whose field declares neither :data:`FIXED` nor :data:`FREE`."""
+    return [f"{sec}.{f.name}" for sec, sc in section_classes(cls).items() for f in fields(sc)
+            if f.metadata.get("resume") not in ("fixed", "free")]
+
+
+def changed_fixed_keys(recorded: dict[str, dict[str, Any]], cfg) -> dict[str, tuple[Any, Any]]:
+    """``{key: (recorded value, current value)}`` for every :data:`FIXED` key of ``cfg`` whose value differs from
+    ``recorded`` (a :func:`to_dict` of the same config class, e.g. from a checkpoint).
+
+    The comparison rule, for every command: values are compared as :func:`to_dict` writes them (tuples as lists);
+    a key that ``recorded`` lacks (a field added after that run was written) stands for its declared default,
+    which is the behaviour that run had; a recorded key the class no longer declares is not compared.
+    """
+    now = to_dict(cfg)
+    changed = {}
+    for sec, sc in section_classes(type(cfg)).items():
+        old = recorded.get(sec) or {}
+        for f in fields(sc):
+            if f.metadata.get("resume") != "fixed":
+                continue
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            before = old.get(f.name, default)
+            before = list(before) if isinstance(before, tuple) else before
+            if before != now[sec][f.name]:
+                changed[f"{sec}.{f.name}"] = (before, now[sec][f.name])
+    return changed
 
 
 def markdown_reference(cls: type, intro: list[str]) -> str:
-    """A markdown page: ``intro`` lines, then one table per section (key, type, default, help, choices)."""
+    """A markdown page: ``intro`` lines, then one table per section (key, type, default, fixed or free on resume,
+    help, choices)."""
     lines = list(intro)
     for name, sec in section_classes(cls).items():
-        lines += [f"## `{name}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        lines += [f"## `{name}`", "", "| key | type | default | on resume | meaning |",
+                  "| --- | --- | --- | --- | --- |"]
         for f in fields(sec):
             default = list(f.default) if isinstance(f.default, tuple) else f.default
             helptext = f.metadata.get("help", "")
             if f.metadata.get("choices"):
                 helptext += " (one of: " + ", ".join(f.metadata["choices"]) + ")"
-            lines.append(f"| `{name}.{f.name}` | {type_name(field_type(sec, f.name))} | `{default!r}` | {helptext} |")
+            lines.append(f"| `{name}.{f.name}` | {type_name(field_type(sec, f.name))} | `{default!r}` | "
+                         f"{f.metadata.get('resume', '?')} | {helptext} |")
         lines.append("")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ def test_knn_command_reproduces_the_pretraining_report(mocov3_run, tmp_path, cap
         assert report[key] == at_pretraining[key], key
     assert "pretraining's initialisation" in report["random_init_how"]
     assert "random init" in out and "k-NN (k=5" in out
+    assert out.count("top-5    n/a") == 2 and "nan" not in out  # 3 classes: no top-5
     assert json.loads((tmp_path / "knn" / "metrics.jsonl").read_text().splitlines()[-1])["trained"] == report["trained"]
 
 
@@ -28,3 +29,15 @@ def test_knn_command_defaults_and_errors(mocov3_run, tmp_path, capsys):
     assert main(["--pretrained", str(tmp_path / "nope")]) == 2
     assert "no such run directory or export file" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_file_that_is_no_export_is_one_clear_line(mocov3_run, tmp_path, capsys):
+    from sdmp_fast.engine import checkpoint as ckpt
+    log = tmp_path / "int.log"
+    log.write_text("step 3 loss 1.2\n")
+    assert main(["--pretrained", str(log)]) == 2
+    assert capsys.readouterr().err == (f"error: --pretrained: {log}: not a file torch can read (UnpicklingError); "
+                                       "expected an sdmp_fast backbone export (RUN_DIR/backbone.pt, written at the end "
+                                       "of pretraining)\n")
+    assert main(["--pretrained", str(ckpt.latest_checkpoint(mocov3_run))]) == 2
+    assert "a training checkpoint, not an export; pass the run directory" in capsys.readouterr().err

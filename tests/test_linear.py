@@ -36,6 +36,21 @@ def test_linear_cli_end_to_end(mocov3_run, tmp_path, capsys, cached):
     assert [p.name for p in ckpt.list_checkpoints(out)] == ["step_000000002.pt", "step_000000003.pt"]
 
 
+def test_a_small_set_clips_the_default_batch_and_a_finished_run_stays_as_it_is(mocov3_run, tmp_path, capsys):
+    out = tmp_path / "l"
+    argv = ["--pretrained", str(mocov3_run), "--cached-features", "data.num_workers=0", "run.epochs=2",
+            "--out", str(out)]
+    assert main(argv) == 0  # the default batch (256) on 36 training images
+    cap = capsys.readouterr()
+    assert "[linear] data.batch_size = 256 is larger than the training set (36 images): using 36" in cap.err
+    assert f"[linear] vit_tiny_p4 from mocov3 + SDMP ({mocov3_run / 'backbone.pt'})" in cap.err  # the run's backbone
+    assert cap.out.count("top-5    n/a") == 2 and "nan" not in cap.out  # 3 classes
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert f"[linear] {out} is complete (epoch 2 of 2): nothing to do" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_linear_resume_is_exact(mocov3_run, tmp_path):
     """augmented views: 2 epochs, stop, resume to 4 = 4 epochs uninterrupted (heads, accuracy)."""
     common = ["--pretrained", str(mocov3_run), "--protocol", "dino", *TINY, "run.epochs=4"]

@@ -80,6 +80,10 @@ def test_print_config(capsys):
     (["--loader", "nope"], "data.loader = 'nope': choose one of"),
     (["model.backbone=vit_huge"], "model.backbone = 'vit_huge': choose one of"),
     (["data.batch_size=abc"], "data.batch_size: expected an integer"),
+    (["data.image_size=30"], "data.image_size = 30 is not a multiple of the patch size 4 of model.backbone "
+                             "vit_tiny_p4 (its last 2 pixel rows and columns would never be seen): use 28 or 32"),
+    (["method.name=dino", "model.backbone=vit_tiny_p4_dino", "data.local_size=18"],
+     "data.local_size = 18 is not a multiple of the patch size 4"),
 ])
 def test_bad_input_is_a_clear_error(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
@@ -97,7 +101,7 @@ def test_synthetic_loader_run_with_overrides_between_flags(tmp_path, capsys):
     assert resolved["data"] == "synthetic"
     # --resume auto in a folder without checkpoints starts from scratch, and says so
     assert main(["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "t"), "--resume", "auto"]) == 0
-    assert f"no valid checkpoint in {tmp_path / 't'}: starting from scratch" in capsys.readouterr().err
+    assert f"{tmp_path / 't'} does not exist: starting a new run there" in capsys.readouterr().err
 
 
 def test_dump_views_writes_a_png_grid(image_folder, tmp_path):
@@ -175,3 +179,55 @@ def test_class_subset_applies_to_the_training_split(image_folder, tmp_path):
     run(_args(image_folder, tmp_path / "r", f"data.class_subset={subset}", "run.max_steps=1"), progress=False)
     resolved = json.loads((tmp_path / "r" / "config.yaml").read_text().strip().splitlines()[-1])["resolved"]
     assert resolved["steps_per_epoch"] == 12 // 8  # one class of 12 images, batch 8 (36 // 8 = 4 without the subset)
+
+
+# ----------------------------------------------------------------------------- resume and the run's record
+
+def test_resume_refuses_a_changed_config_unless_allowed(tmp_path, capsys):
+    out = tmp_path / "r"
+    base = ["--config", SMOKE, "--loader", "synthetic", "--out", str(out), "run.max_steps=4"]
+    run([*base, "run.stop_after=2"], progress=False)
+    before = (out / "config.yaml").read_text()
+    assert main([*base, "--resume", "auto", "data.batch_size=4", "run.max_steps=6", "run.log_every=2"]) == 2
+    err = capsys.readouterr().err
+    assert "this start changes data.batch_size 8 -> 4, run.max_steps 4 -> 6, which change" in err
+    assert "--allow-config-change" in err and (out / "config.yaml").read_text() == before  # nothing rewritten
+    summary = run([*base, "run.max_steps=6", "--resume", "auto", "--allow-config-change", "run.knn=true"],
+                  progress=False)
+    assert summary["steps"] == 6 and (out / "backbone.pt").is_file()
+    changes = [json.loads(x) for x in (out / "config_changes.jsonl").read_text().splitlines()]
+    assert [c["changed"] for c in changes] == [{"run.max_steps": {"was": 4, "now": 6}}]
+    assert "max_steps: 6" in (out / "config.yaml").read_text()
+    # a folderless loader has no k-NN report, and says so (run.knn is free: no question on resume)
+    assert summary["knn_skipped"] == "loader synthetic reads no image folder"
+    assert "no k-NN report (run.knn): loader synthetic reads no image folder" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_leaves_its_record(mocov3_run, image_folder, session_cache, tmp_path, capsys):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(mocov3_run, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    summary = run(["--config", SMOKE, "--data", str(image_folder), "--out", str(out), f"data.cache_dir={session_cache}",
+                   "--resume", "auto"], progress=False)
+    assert summary == json.loads((out / "summary.json").read_text()) and summary["knn"]["bank"] == 24
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert f"[run] {out} is complete (step 2 of 2): nothing to do" in capsys.readouterr().err
+
+
+def test_metrics_keep_one_line_per_step_across_a_resume(image_folder, tmp_path, monkeypatch):
+    """A run dies after logging steps past its last checkpoint: the resumed run cuts them. (The folder holds a file
+    that is not an image: data.skip_corrupt leaves it out, and summary.json counts it.)"""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data)
+    (data / "train" / "class_000" / "notes.txt").write_text("not an image")
+    args = ["--config", SMOKE, "--data", str(data), "--out", str(tmp_path / "r"), "run.max_steps=6",
+            "data.skip_corrupt=true"]  # 36 images / batch 8: a checkpoint at step 4 (the epoch end)
+    monkeypatch.setenv("SDMP_FAULT", "nan@6")  # the run stops at step 6 before logging it; 5 is logged
+    assert main(args) == 2
+    monkeypatch.delenv("SDMP_FAULT")
+    summary = run([*args, "--resume", "auto"], progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert summary["skipped_images"] == {"train": 1, "val": 0}

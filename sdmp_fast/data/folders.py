@@ -33,10 +33,12 @@ class DataRoot:
 
 @dataclass(frozen=True)
 class Split:
-    """A scanned split: ``samples[i] = (path, label)``; the sample index is the position i."""
+    """A scanned split: ``samples[i] = (path, label)``; the sample index is the position i. ``skipped``: the files
+    under ``root`` left out by ``skip_corrupt`` (non-image files, unreadable images)."""
     root: Path
     classes: tuple[str, ...]
     samples: tuple[tuple[str, int], ...]
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,12 +88,23 @@ def materialise(final: Path, write) -> Path:
     return final
 
 
-def scan_folder(root: Path, skip_corrupt: bool = False) -> tuple[Split, list[str]]:
+def report_problems(problems: list[str]) -> None:
+    """Raise one :class:`DataError` listing every problem found (``problems``: messages), if any."""
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise DataError(f"{len(problems)} problems with the data (all listed; fix them and run again):\n- "
+                        + "\n- ".join(problems))
+
+
+def scan_folder(root: Path, skip_corrupt: bool = False, problems: list[str] | None = None) -> tuple[Split, list[str]]:
     """List ``root/<class>/<image>``; returns the split and the skipped non-image files.
 
     Non-image files (by extension) are an error naming them unless ``skip_corrupt``; hidden files
-    (dot-files) are ignored. An empty class folder is an error.
+    (dot-files) are ignored. An empty class folder is an error. With ``problems``, those two errors are
+    appended to it (for :func:`report_problems`, once every check has run) instead of raised.
     """
+    found: list[str] = []
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -119,15 +132,19 @@ def scan_folder(root: Path, skip_corrupt: bool = False) -> tuple[Split, list[str
         if len(samples) == n0:
             empty.append(str(root / c))
     if empty:
-        raise DataError(f"{root}: class folder(s) without images: {', '.join(empty[:10])}"
-                        + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
-                        + "; remove them or add images (class ids follow the sorted folder names)")
+        found.append(f"{root}: class folder(s) without images: {', '.join(empty[:10])}"
+                     + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+                     + "; remove them or add images (class ids follow the sorted folder names)")
     bad += stray
     if bad and not skip_corrupt:
-        raise DataError(f"{root}: {len(bad)} file(s) that are not images: {', '.join(bad[:10])}"
-                        + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-                        + f"; remove them, or set data.skip_corrupt=true to ignore them ({', '.join(IMG_EXTENSIONS)})")
-    return Split(root=root, classes=tuple(classes), samples=tuple(samples)), bad
+        found.append(f"{root}: {len(bad)} file(s) that are not images: {', '.join(bad[:10])}"
+                     + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+                     + f"; remove them, or set data.skip_corrupt=true to ignore them ({', '.join(IMG_EXTENSIONS)})")
+    if problems is None:
+        report_problems(found)
+    else:
+        problems += found
+    return Split(root=root, classes=tuple(classes), samples=tuple(samples), skipped=tuple(bad)), bad
 
 
 def _check_image(path: str) -> str | None:
@@ -142,12 +159,13 @@ def _check_image(path: str) -> str | None:
     return None
 
 
-def verify_images(split: Split, cache_dir: str = "", skip_corrupt: bool = False,
-                  progress: bool = True) -> tuple[Split, list[tuple[str, str]]]:
+def verify_images(split: Split, cache_dir: str = "", skip_corrupt: bool = False, progress: bool = True,
+                  problems: list[str] | None = None) -> tuple[Split, list[tuple[str, str]]]:
     """Decode every image once and list the unreadable ones (result cached per folder state).
 
     Raises :class:`DataError` with the offending paths unless ``skip_corrupt``, in which case they
-    are dropped and returned. The cache key covers the paths, sizes and modification times.
+    are dropped and returned (and added to ``Split.skipped``); with ``problems`` the message is appended to it
+    instead of raised. The cache key covers the paths, sizes and modification times.
     """
     h = hashlib.sha256()
     for p, _ in split.samples:
@@ -171,9 +189,13 @@ def verify_images(split: Split, cache_dir: str = "", skip_corrupt: bool = False,
     if failures and not skip_corrupt:
         listing = "\n  ".join(f"{p} ({why})" for p, why in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
-        raise DataError(f"{len(failures)} unreadable image(s) under {split.root}:\n  {listing}{more}\n"
-                        "Fix or remove them, or set data.skip_corrupt=true to skip them.")
-    if failures:
+        message = (f"{len(failures)} unreadable image(s) under {split.root}:\n  {listing}{more}\n"
+                   "Fix or remove them, or set data.skip_corrupt=true to skip them.")
+        if problems is None:
+            raise DataError(message)
+        problems.append(message)
+    elif failures:
         dropped = {p for p, _ in failures}
-        split = Split(split.root, split.classes, tuple(s for s in split.samples if s[0] not in dropped))
+        split = Split(split.root, split.classes, tuple(s for s in split.samples if s[0] not in dropped),
+                      split.skipped + tuple(p for p, _ in failures))
     return split, failures

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sdmp_fast import dist
-from sdmp_fast.data.folders import DataError, Split, scan_folder, verify_images
+from sdmp_fast.data.folders import DataError, Split, report_problems, scan_folder, verify_images
 from sdmp_fast.data.sources import find_data
 from sdmp_fast.schema import ConfigError
 
@@ -65,7 +65,7 @@ def restrict_classes(split: Split, class_subset: str | Path = "") -> Split:
     classes = tuple(sorted(name for name, _ in wanted))
     new_label = {have[c]: k for k, c in enumerate(classes)}
     samples = tuple((path, new_label[label]) for path, label in split.samples if label in new_label)
-    return Split(split.root, classes, samples)
+    return Split(split.root, classes, samples, split.skipped)
 
 
 def training_split(data, split: Split | None) -> Split:
@@ -92,18 +92,21 @@ def load_splits(data, progress: bool = True) -> tuple[Split, Split | None, str]:
     root = dist.main_first(lambda: find_data(data.path, data.cache_dir))
     subset = getattr(data, "class_subset", "")
     splits: list[Split | None] = []
+    problems: list[str] = []  # every problem of both splits, reported at once
     for part in (root.train, root.val):
         if part is None:
             splits.append(None)
             continue
-        split, skipped = scan_folder(part, data.skip_corrupt)
+        split, skipped = scan_folder(part, data.skip_corrupt, problems)
         split = restrict_classes(split, subset)
         split, failed = dist.main_first(lambda s=split: verify_images(s, data.cache_dir, data.skip_corrupt,
-                                                                      progress=progress and dist.is_main()))
-        if (skipped or failed) and dist.is_main():
+                                                                      progress=progress and dist.is_main(),
+                                                                      problems=problems))
+        if data.skip_corrupt and (skipped or failed) and dist.is_main():
             print(f"[data] {part}: skipped {len(skipped)} non-image file(s) and {len(failed)} unreadable image(s) "
                   "(data.skip_corrupt=true)", file=sys.stderr)
         splits.append(split)
+    report_problems(problems)
     train = splits[0]
     name = root.name + (f" ({len(train.classes)} classes of {Path(subset).name})" if subset else "")
     return train, splits[1], name
@@ -124,7 +127,7 @@ def label_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
         if len(idx):
             keep.append(rng.choice(idx, size=max(1, int(round(fraction * len(idx)))), replace=False))
     chosen = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
-    return Split(split.root, split.classes, tuple(split.samples[i] for i in chosen))
+    return Split(split.root, split.classes, tuple(split.samples[i] for i in chosen), split.skipped)
 
 
 def label_subset(split: Split, path: str | Path) -> Split:
@@ -163,7 +166,7 @@ def label_subset(split: Split, path: str | Path) -> Split:
         chosen[i] = n
     if not chosen:
         raise DataError(f"{p}: the label subset is empty; list one image per line")
-    return Split(split.root, split.classes, tuple(split.samples[i] for i in sorted(chosen)))
+    return Split(split.root, split.classes, tuple(split.samples[i] for i in sorted(chosen)), split.skipped)
 
 
 def label_record(split: Split, full: Split, how: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Preemption (SIGTERM, Slurm's SIGUSR1) agreed across ranks, and the fault-injection hook used by the tests.
+"""Preemption (SIGTERM, Slurm's SIGUSR1, Ctrl-C's SIGINT) agreed across ranks, and the tests' fault-injection hook.
 
 Preemption: a signal only sets a flag in the handler. After every step each rank calls :meth:`Preemption.poll`;
 with several ranks, that starts a non-blocking MAX all-reduce of the flag on a side gloo group (host memory,
@@ -9,12 +9,17 @@ device. The trainer then reads its logs (the non-finite check comes before any w
 and returns; the entry point exits 0. With ``#SBATCH --signal=USR1@180`` Slurm sends SIGUSR1 180 s before the
 end: a few steps plus one checkpoint write must fit in that.
 
+Ctrl-C (SIGINT) is the same stop (the terminal signals every rank and every loader worker of the foreground
+group: a worker forked inside the loop inherits the handler, which ignores signals outside the process that
+installed it, so the workers keep serving the last batches). A second Ctrl-C in the same process exits at
+once (exit status 130, no checkpoint beyond those already written).
+
 Fault injection (tests only): ``SDMP_FAULT`` holds comma-separated ``point@N`` entries, optionally ``#R``
 to restrict one to rank R:
 
 * ``kill_in_checkpoint@N``: the process kills itself (SIGKILL) half-way through writing the checkpoint of
   step N (the temporary file is left half-written, as a real crash would);
-* ``sigterm@N`` / ``sigusr1@N``: the process sends itself that signal after step N;
+* ``sigterm@N`` / ``sigusr1@N`` / ``sigint@N``: the process sends itself that signal after step N;
 * ``nan@N``: the loss of step N is multiplied by NaN (a diverging run).
 """
 from __future__ import annotations
@@ -28,7 +33,8 @@ import torch
 
 from sdmp_fast import dist
 
-SIGNALS = ("SIGTERM", "SIGUSR1")
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+INTERRUPTED = 130  # the exit status of a process stopped by Ctrl-C, as shells report it
 AGREE_LAG = 2
 
 
@@ -37,6 +43,7 @@ class Preemption:
 
     def __init__(self):
         self.flag, self.signal_name = False, None
+        self._pid = os.getpid()
         self._previous: dict = {}
         self._pending: deque = deque()
         self.group = None
@@ -45,9 +52,19 @@ class Preemption:
             self.group = tdist.new_group(backend="gloo")
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if os.getpid() != self._pid:
+            return  # a loader worker forked while the handler was installed: its parent decides
+        # os.write: the handler may run while the main thread is inside a write to sys.stderr (the progress bar),
+        # and a buffered stream refuses a reentrant write
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            os.write(2, b"\n[run] second Ctrl-C: exiting now (the checkpoints written so far are kept)\n")
+            raise SystemExit(INTERRUPTED)
         self.flag, self.signal_name = True, signal.Signals(signum).name
+        if signum == signal.SIGINT and dist.is_main():
+            os.write(2, b"\n[run] Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to exit at once)\n")
 
     def install(self) -> None:
+        self._pid = os.getpid()
         for name in SIGNALS:
             sig = getattr(signal, name, None)
             if sig is not None:

@@ -10,44 +10,46 @@ empty ``data.class_subset`` when the data is the pretraining run's (``all`` = ev
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 
 from loaders import evaluation_loaders
+from sdmp_fast import dist
 from sdmp_fast.config import DataConfig
-from sdmp_fast.schema import ConfigError, choices, need
+from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, need
 
 
 # ----------------------------------------------------------------------------- shared sections
 
 @dataclass(frozen=True)
 class EvalData:
-    path: str = field(default="", metadata={"help": "ImageNet-style folder (train/ and val/); empty = the pretraining run's data.path (whose empty = embedded Fashion-MNIST)"})
-    loader: str = field(default="torch", metadata={"help": "loader whose evaluation recipe reads the images (only torch is implemented)"})
-    image_size: int = field(default=0, metadata={"help": "side of the evaluated images in pixels; 0 = the pretraining run's data.image_size"})
-    mean: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation mean (0..1 scale); empty = the pretraining run's"})
-    std: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation std (0..1 scale); empty = the pretraining run's"})
-    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = the pretraining run's, else $SDMP_CACHE or ~/.cache/sdmp_fast"})
-    class_subset: str = field(default="", metadata={"help": "text file of class folder names, one per line (ImageNet-100): train and val keep those classes, labels renumbered in sorted name order; empty = the pretraining run's when data.path is its data, else all classes; 'all' = every class"})
-    skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths"})
-    batch_size: int = field(default=256, metadata={"help": "global batch size (all ranks together)"})
-    num_workers: int = field(default=2, metadata={"help": "data loading processes per rank (0 = in the main process)"})
+    path: str = field(default="", metadata={"help": "ImageNet-style folder (train/ and val/); empty = the pretraining run's data.path (whose empty = embedded Fashion-MNIST)", **FREE})
+    loader: str = field(default="torch", metadata={"help": "loader whose evaluation recipe reads the images (only torch is implemented)", **FIXED})
+    image_size: int = field(default=0, metadata={"help": "side of the evaluated images in pixels; 0 = the pretraining run's data.image_size", **FIXED})
+    mean: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation mean (0..1 scale); empty = the pretraining run's", **FIXED})
+    std: tuple[float, ...] = field(default=(), metadata={"help": "per-channel normalisation std (0..1 scale); empty = the pretraining run's", **FIXED})
+    cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = the pretraining run's, else $SDMP_CACHE or ~/.cache/sdmp_fast", **FREE})
+    class_subset: str = field(default="", metadata={"help": "text file of class folder names, one per line (ImageNet-100): train and val keep those classes, labels renumbered in sorted name order; empty = the pretraining run's when data.path is its data, else all classes; 'all' = every class", **FIXED})
+    skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths", **FREE})
+    batch_size: int = field(default=256, metadata={"help": "global batch size (all ranks together)", **FIXED})
+    num_workers: int = field(default=2, metadata={"help": "data loading processes per rank (0 = in the main process)", **FREE})
 
 
 @dataclass(frozen=True)
 class LabelledData(EvalData):
     """The data of the commands that train on labels (linear, fine-tuning): which training labels they may use."""
-    label_fraction: float = field(default=1.0, metadata={"help": "semi-supervised (Table 3): train on this fraction of the labelled training images, max(1, round(F x n)) per class, drawn with data.label_seed; 1 = all"})
-    label_subset: str = field(default="", metadata={"help": "semi-supervised: text file of the labelled training images, one per line: a path relative to the train folder (class/file.JPEG) or a file name (SimCLR's 1 %/10 % files); instead of data.label_fraction"})
-    label_seed: int = field(default=0, metadata={"help": "seed of the data.label_fraction draw (separate from run.seed, so the labelled set can stay fixed)"})
+    label_fraction: float = field(default=1.0, metadata={"help": "semi-supervised (Table 3): train on this fraction of the labelled training images, max(1, round(F x n)) per class, drawn with data.label_seed; 1 = all", **FIXED})
+    label_subset: str = field(default="", metadata={"help": "semi-supervised: text file of the labelled training images, one per line: a path relative to the train folder (class/file.JPEG) or a file name (SimCLR's 1 %/10 % files); instead of data.label_fraction", **FIXED})
+    label_seed: int = field(default=0, metadata={"help": "seed of the data.label_fraction draw (separate from run.seed, so the labelled set can stay fixed)", **FIXED})
 
 
 @dataclass(frozen=True)
 class EvalRun:
-    out_dir: str = field(default="", metadata={"help": "output directory; empty = a sub-folder of the pretraining run directory"})
-    seed: int = field(default=0, metadata={"help": "seed of the evaluation's own randomness (head init, data order, augmentation)"})
-    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda' or 'cuda:N'"})
-    precision: str = field(default="auto", metadata={"help": "autocast dtype of the backbone: auto = bf16 on CUDA, fp32 on CPU", **choices("auto", "fp32", "bf16", "fp16")})
-    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default"})
+    out_dir: str = field(default="", metadata={"help": "output directory; empty = a sub-folder of the pretraining run directory", **FREE})
+    seed: int = field(default=0, metadata={"help": "seed of the evaluation's own randomness (head init, data order, augmentation)", **FIXED})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present, else cpu), 'cpu', 'cuda' or 'cuda:N'", **FREE})
+    precision: str = field(default="auto", metadata={"help": "autocast dtype of the backbone: auto = bf16 on CUDA, fp32 on CPU", **choices("auto", "fp32", "bf16", "fp16"), **FIXED})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads; 0 = torch's default", **FREE})
 
 
 def validate_data(d: EvalData) -> None:
@@ -75,6 +77,22 @@ def check_resume_data(resume, saved: dict, d: EvalData) -> None:
         before = saved.get("data", {}).get(key, getattr(type(d)(), key))
         if before != getattr(d, key):
             raise ConfigError(f"cannot resume {resume}: it has data.{key} = {before!r}, this run {getattr(d, key)!r}")
+
+
+def clip_batch(cfg, images: int, world: int, tag: str, even: bool = False):
+    """``cfg`` with ``data.batch_size`` clipped to the ``images`` training images, when it is larger (a small data
+    set with the default batch), kept a multiple of ``world`` (and even per rank with ``even``); said on rank 0."""
+    gb, step = cfg.data.batch_size, world * (2 if even else 1)
+    if gb <= images:
+        return cfg
+    clipped = images - images % step
+    if clipped < step:
+        raise ConfigError(f"{images} training image(s) are too few for one batch of {step} (world size {world}"
+                          + (", an even batch per rank" if even else "") + ")")
+    if dist.is_main():
+        print(f"[{tag}] data.batch_size = {gb} is larger than the training set ({images} images): using {clipped}",
+              file=sys.stderr)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=clipped))
 
 
 def validate_run(r: EvalRun) -> None:

@@ -27,56 +27,56 @@ from sdmp_fast.engine.precision import autocast_context
 from sdmp_fast.eval.config import EvalData, EvalRun, LabelledData, validate_data, validate_run
 from sdmp_fast.eval.probe import format_accuracy, percent_correct, topk_correct
 from sdmp_fast.export import backbone_from_export
-from sdmp_fast.schema import choices, need
+from sdmp_fast.schema import FIXED, FREE, choices, need
 
 
 @dataclass(frozen=True)
 class FinetuneData(LabelledData):
-    batch_size: int = field(default=128, metadata={"help": "global batch size (all ranks together; DeiT: 1024); per rank it must be even with Mixup/CutMix"})
-    ood_val: tuple[str, ...] = field(default=(), metadata={"help": "out-of-distribution folders evaluated at the end (Table 4: ImageNet-A, ImageNet-R; DIR/<class>/*): logits restricted to the training classes of the folder's class names"})
+    batch_size: int = field(default=128, metadata={"help": "global batch size (all ranks together; DeiT: 1024); per rank it must be even with Mixup/CutMix", **FIXED})
+    ood_val: tuple[str, ...] = field(default=(), metadata={"help": "out-of-distribution folders evaluated at the end (Table 4: ImageNet-A, ImageNet-R; DIR/<class>/*): logits restricted to the training classes of the folder's class names", **FREE})
 
 
 @dataclass(frozen=True)
 class FinetuneModel:
-    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate of the rebuilt backbone"})
+    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate of the rebuilt backbone", **FIXED})
 
 
 @dataclass(frozen=True)
 class FinetuneAug:
-    rand_augment: str = field(default="rand-m9-mstd0.5-inc1", metadata={"help": "timm auto-augment string of the training views; empty = none"})
-    color_jitter: float = field(default=0.3, metadata={"help": "colour jitter strength (timm applies it only without RandAugment)"})
-    interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation of the training crops", **choices("bicubic", "bilinear", "random")})
-    re_prob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    re_mode: str = field(default="pixel", metadata={"help": "random erasing fill", **choices("pixel", "rand", "const")})
-    re_count: int = field(default=1, metadata={"help": "random erasing boxes per image"})
-    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)"})
-    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)"})
-    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of CutMix instead of Mixup when both are on"})
-    mixup_mode: str = field(default="batch", metadata={"help": "timm Mixup mode: one lambda per batch, pair or element", **choices("batch", "pair", "elem")})
-    smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
+    rand_augment: str = field(default="rand-m9-mstd0.5-inc1", metadata={"help": "timm auto-augment string of the training views; empty = none", **FIXED})
+    color_jitter: float = field(default=0.3, metadata={"help": "colour jitter strength (timm applies it only without RandAugment)", **FIXED})
+    interpolation: str = field(default="bicubic", metadata={"help": "resize interpolation of the training crops", **choices("bicubic", "bilinear", "random"), **FIXED})
+    re_prob: float = field(default=0.25, metadata={"help": "random erasing probability", **FIXED})
+    re_mode: str = field(default="pixel", metadata={"help": "random erasing fill", **choices("pixel", "rand", "const"), **FIXED})
+    re_count: int = field(default=1, metadata={"help": "random erasing boxes per image", **FIXED})
+    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)", **FIXED})
+    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)", **FIXED})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch", **FIXED})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of CutMix instead of Mixup when both are on", **FIXED})
+    mixup_mode: str = field(default="batch", metadata={"help": "timm Mixup mode: one lambda per batch, pair or element", **choices("batch", "pair", "elem"), **FIXED})
+    smoothing: float = field(default=0.1, metadata={"help": "label smoothing", **FIXED})
 
 
 @dataclass(frozen=True)
 class FinetuneOptim:
-    lr: float = field(default=5e-4, metadata={"help": "AdamW peak learning rate per 512 images (scaled by global batch / 512)"})
-    min_lr: float = field(default=1e-5, metadata={"help": "final learning rate of the cosine (absolute)"})
-    warmup_lr: float = field(default=1e-6, metadata={"help": "learning rate at step 0 of the linear warm-up (absolute)"})
-    warmup_epochs: float = field(default=0.1, metadata={"help": "warm-up length in epochs (fractions allowed; DeiT: 5)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, position embedding, class token)"})
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
-    eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
-    clip_grad: float = field(default=0.0, metadata={"help": "max global gradient norm per arm (0 = off, DeiT's default)"})
+    lr: float = field(default=5e-4, metadata={"help": "AdamW peak learning rate per 512 images (scaled by global batch / 512)", **FIXED})
+    min_lr: float = field(default=1e-5, metadata={"help": "final learning rate of the cosine (absolute)", **FIXED})
+    warmup_lr: float = field(default=1e-6, metadata={"help": "learning rate at step 0 of the linear warm-up (absolute)", **FIXED})
+    warmup_epochs: float = field(default=0.1, metadata={"help": "warm-up length in epochs (fractions allowed; DeiT: 5)", **FIXED})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, position embedding, class token)", **FIXED})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas", **FIXED})
+    eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon", **FIXED})
+    clip_grad: float = field(default=0.0, metadata={"help": "max global gradient norm per arm (0 = off, DeiT's default)", **FIXED})
 
 
 @dataclass(frozen=True)
 class FinetuneRun(EvalRun):
-    epochs: int = field(default=1, metadata={"help": "training length in epochs (the default suits a CPU; the paper's DeiT recipe: 100); ignored when max_steps > 0"})
-    max_steps: int = field(default=0, metadata={"help": "training length in optimizer steps; 0 = use epochs"})
-    stop_after: int = field(default=0, metadata={"help": "stop this invocation (with a checkpoint) after this many steps without changing the schedule; 0 = off"})
-    random_init: bool = field(default=True, metadata={"help": "also fine-tune the same architecture from its random initialisation, on the same batches (the baseline)"})
-    log_every: int = field(default=20, metadata={"help": "write a metrics line every N steps"})
-    eval_every: int = field(default=1, metadata={"help": "evaluate on val every N epochs (0 = only at the end)"})
+    epochs: int = field(default=1, metadata={"help": "training length in epochs (the default suits a CPU; the paper's DeiT recipe: 100); ignored when max_steps > 0", **FIXED})
+    max_steps: int = field(default=0, metadata={"help": "training length in optimizer steps; 0 = use epochs", **FIXED})
+    stop_after: int = field(default=0, metadata={"help": "stop this invocation (with a checkpoint) after this many steps without changing the schedule; 0 = off", **FREE})
+    random_init: bool = field(default=True, metadata={"help": "also fine-tune the same architecture from its random initialisation, on the same batches (the baseline)", **FIXED})
+    log_every: int = field(default=20, metadata={"help": "write a metrics line every N steps", **FREE})
+    eval_every: int = field(default=1, metadata={"help": "evaluate on val every N epochs (0 = only at the end)", **FREE})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
 from sdmp_fast.data.splits import labelled_split, load_splits
 from sdmp_fast.engine.precision import autocast_context, autocast_dtype
 from sdmp_fast.engine.rundir import RunDir
-from sdmp_fast.eval.config import check_resume_data
+from sdmp_fast.eval.config import check_resume_data, clip_batch
 from sdmp_fast.eval.finetune import (Arms, FinetuneConfig, FolderImages, build_classifier, build_optimizer, evaluate,
                                      fix_posterize, ood_split)
 from sdmp_fast.eval.pretrained import Pretrained, labels_note
@@ -55,9 +55,9 @@ class FinetuneTrainer:
         self.train, self.labels = labelled_split(train, cfg.data)
         # checked before training
         self.ood = {folder: ood_split(folder, self.train.classes, cfg.data) for folder in cfg.data.ood_val}
+        cfg = self.cfg = clip_batch(cfg, len(self.train), self.world, "finetune", even=mixing)
+        gb = cfg.data.batch_size
         self.spe = steps_per_epoch(len(self.train), gb)
-        if self.spe < 1:
-            raise ConfigError(f"data.batch_size = {gb} is larger than the training set ({len(self.train)} images)")
         self.total = cfg.run.max_steps or cfg.run.epochs * self.spe
         self.warmup = min(int(round(cfg.optim.warmup_epochs * self.spe)), max(self.total - 1, 0))
         self.lr = cfg.optim.lr * gb / 512

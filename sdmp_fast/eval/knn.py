@@ -15,7 +15,7 @@ from torch import nn
 from sdmp_fast.data.folders import DataError, Split
 from sdmp_fast.data.images import eval_batches, eval_spec
 from sdmp_fast.engine.precision import autocast_context
-from sdmp_fast.eval.probe import percent_correct, topk_correct
+from sdmp_fast.eval.probe import format_accuracy, percent_correct, topk_correct
 
 
 @torch.no_grad()
@@ -96,5 +96,4 @@ def knn_report(models: dict[str, nn.Module], train: Split, val: Split | None, de
 
 def format_report(knn: dict) -> str:
     return (f"k-NN (k={knn['k']}, bank {knn['bank']} train images, {knn['queries']} {knn['query_set']}):\n"
-            f"  trained      top-1 {knn['trained']['top1']:6.2f}  top-5 {knn['trained'].get('top5', float('nan')):6.2f}\n"
-            f"  random init  top-1 {knn['random_init']['top1']:6.2f}  top-5 {knn['random_init'].get('top5', float('nan')):6.2f}")
+            f"{format_accuracy('trained', knn['trained'])}\n{format_accuracy('random init', knn['random_init'])}")

@@ -28,11 +28,12 @@ from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
 from sdmp_fast.data.splits import labelled_split, load_splits
 from sdmp_fast.engine.precision import autocast_context, autocast_dtype
 from sdmp_fast.engine.rundir import RunDir
-from sdmp_fast.eval.config import EvalData, EvalRun, LabelledData, check_resume_data, validate_data, validate_run
+from sdmp_fast.eval.config import (EvalData, EvalRun, LabelledData, check_resume_data, clip_batch, validate_data,
+                                   validate_run)
 from sdmp_fast.eval.pretrained import Pretrained, is_vit, labels_note
 from sdmp_fast.eval.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads,
                                   feature_dim, format_accuracy, percent_correct, probe_features, probe_step, set_lr)
-from sdmp_fast.schema import ConfigError, choices, need, to_dict
+from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, need, to_dict
 from sdmp_fast.streams import sample_generator
 
 FAST_MODE = "fast mode (cached features), not the paper protocol"
@@ -45,27 +46,27 @@ FEATURES = {"mocov3": "last-layer class token", "dino": "class tokens of the las
 
 @dataclass(frozen=True)
 class LinearData(LabelledData):
-    crop_scale: tuple[float, float] = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop area fraction range of the training views (both protocols: torchvision's default)"})
+    crop_scale: tuple[float, float] = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop area fraction range of the training views (both protocols: torchvision's default)", **FIXED})
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    protocol: str = field(default="mocov3", metadata={"help": "mocov3: last-layer class token; dino: class tokens of the last 4 blocks, concatenated (ViT only)", **choices(*PROTOCOLS)})
-    cached_features: bool = field(default=False, metadata={"help": "fast mode, not the paper protocol: features computed once from the evaluation view, then the heads train on them"})
+    protocol: str = field(default="mocov3", metadata={"help": "mocov3: last-layer class token; dino: class tokens of the last 4 blocks, concatenated (ViT only)", **choices(*PROTOCOLS), **FIXED})
+    cached_features: bool = field(default=False, metadata={"help": "fast mode, not the paper protocol: features computed once from the evaluation view, then the heads train on them", **FIXED})
 
 
 @dataclass(frozen=True)
 class LinearOptim:
-    lr: float = field(default=0.0, metadata={"help": "SGD learning rate per 256 images (scaled by global batch / 256); 0 = the protocol's (mocov3: 3.0 for ViTs, 0.1 for ResNets; dino: 0.001)"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the heads"})
+    lr: float = field(default=0.0, metadata={"help": "SGD learning rate per 256 images (scaled by global batch / 256); 0 = the protocol's (mocov3: 3.0 for ViTs, 0.1 for ResNets; dino: 0.001)", **FIXED})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", **FIXED})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the heads", **FIXED})
 
 
 @dataclass(frozen=True)
 class LinearRun(EvalRun):
-    epochs: int = field(default=0, metadata={"help": "training epochs of the heads (cosine over them); 0 = the protocol's (mocov3: 90, dino: 100)"})
-    eval_every: int = field(default=0, metadata={"help": "also evaluate on val every N epochs (metrics.jsonl); 0 = only at the end. The final epoch's accuracy is reported"})
-    stop_after: int = field(default=0, metadata={"help": "stop this invocation (with a checkpoint) after this many epochs without changing the schedule; 0 = off"})
+    epochs: int = field(default=0, metadata={"help": "training epochs of the heads (cosine over them); 0 = the protocol's (mocov3: 90, dino: 100)", **FIXED})
+    eval_every: int = field(default=0, metadata={"help": "also evaluate on val every N epochs (metrics.jsonl); 0 = only at the end. The final epoch's accuracy is reported", **FREE})
+    stop_after: int = field(default=0, metadata={"help": "stop this invocation (with a checkpoint) after this many epochs without changing the schedule; 0 = off", **FREE})
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def check_probe(cfg: LinearConfig, pre: Pretrained) -> None:
     """The protocol fits the backbone (DINO's reads the class tokens of a ViT's last 4 blocks)."""
     if cfg.probe.protocol == "dino" and not is_vit(pre.trained):
         raise ConfigError(f"probe.protocol = 'dino' takes the class tokens of the last 4 blocks of a ViT; "
-                          f"{pre.export['model_name']} has none: use --protocol mocov3 (pooled features)")
+                          f"{pre.backbone_name} has none: use --protocol mocov3 (pooled features)")
 
 
 class LinearProbe:
@@ -163,9 +164,7 @@ class LinearProbe:
             raise DataError(f"{self.data_name}: linear evaluation needs a val split "
                             "(DATA/train/<class>/... and DATA/val/<class>/...)")
         self.train, self.labels = labelled_split(train, cfg.data)
-        if len(self.train) < cfg.data.batch_size:
-            raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is larger than the training set "
-                              f"({len(self.train)} images)")
+        cfg = self.cfg = clip_batch(cfg, len(self.train), self.world, "linear")
         self.num_classes = len(self.train.classes)
         self.backbones = {"trained": pre.trained, "random_init": pre.random_init}
         for m in self.backbones.values():

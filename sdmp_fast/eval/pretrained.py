@@ -38,10 +38,19 @@ class Pretrained:
         return self.export.get("config") or {}
 
     @property
+    def backbone_name(self) -> str:
+        """The pretraining run's ``model.backbone`` (e.g. vit_tiny_p4), else the timm name with its patch size."""
+        name = self.config.get("model", {}).get("backbone")
+        if name:
+            return name
+        patch = self.export.get("model_kwargs", {}).get("patch_size")
+        return self.export["model_name"] + (f" (patch_size={patch})" if patch else "")
+
+    @property
     def description(self) -> str:
         method = self.export.get("method") or self.config.get("method", {}).get("name", "?")
         sdmp = self.export.get("sdmp")
-        return f"{self.export['model_name']} from {method}{' + SDMP' if sdmp else ''} ({self.export_path})"
+        return f"{self.backbone_name} from {method}{' + SDMP' if sdmp else ''} ({self.export_path})"
 
 
 def resolve_export_path(text: str | None) -> tuple[Path, Path]:
@@ -88,7 +97,7 @@ def load_pretrained(text: str | None) -> Pretrained:
     try:
         d = load_export(path)
     except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"--pretrained {text}: {e}") from None
+        raise ConfigError(f"--pretrained: {e}") from None
     trained = backbone_from_export(d)
     random_init, how = build_random_init(d)
     return Pretrained(path, run_dir, d, trained, random_init, how)

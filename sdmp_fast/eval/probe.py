@@ -113,6 +113,6 @@ def evaluate_heads(heads: nn.Module, feats: dict[str, torch.Tensor], labels: tor
 
 
 def format_accuracy(label: str, acc: dict[str, float]) -> str:
-    """``  trained      top-1  77.01  top-5  99.11`` (top-5 left out when there are fewer than 5 classes)."""
-    line = f"  {label:<12} top-1 {acc['top1']:6.2f}"
-    return line + (f"  top-5 {acc['top5']:6.2f}" if "top5" in acc else "")
+    """``  trained      top-1  77.01  top-5  99.11`` (top-5 ``n/a`` with fewer than 5 classes)."""
+    top5 = f"{acc['top5']:6.2f}" if "top5" in acc else "   n/a"
+    return f"  {label:<12} top-1 {acc['top1']:6.2f}  top-5 {top5}"

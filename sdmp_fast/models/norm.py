@@ -11,8 +11,9 @@ Per chunk, the per-channel sums of x and x^2 and the count are summed over ranks
 differentiable all-reduce (``dist.all_reduce_sum_autograd``: SUM forward and backward), so autograd
 gives the gradient of the global batch statistics; in one process the all-reduce is the identity
 and the layer equals ``nn.BatchNorm`` applied to each chunk in turn. Statistics are computed in float32
-(under autocast too); ``var = E[x^2] - E[x]^2`` is clamped at 0. Running statistics (momentum as in
-PyTorch, unbiased variance) take one update per chunk, in chunk order, exactly as k separate forwards
+(under autocast too; float64 inputs in float64, so that a float64 model is float64 throughout);
+``var = E[x^2] - E[x]^2`` is clamped at 0. Running statistics (momentum as in PyTorch, unbiased variance)
+take one update per chunk, in chunk order, exactly as k separate forwards
 would (so a fused multi-view pass leaves the same buffers as one pass per view), and are identical on
 every rank, so buffers need no broadcast. Parameter and buffer names are those of ``nn.BatchNorm1d/2d``.
 """
@@ -51,15 +52,16 @@ class ChunkedSyncBatchNorm(nn.Module):
             raise ValueError(f"ChunkedSyncBatchNorm({self.num_features}) got input of shape {tuple(x.shape)}")
         C, k = self.num_features, self.chunks
         shape = (1, C) + (1,) * (x.dim() - 2)  # broadcast a [C] vector over x
+        ct = torch.promote_types(x.dtype, torch.float32)  # the statistics' dtype: float32, or float64
         if not self.training:
             mean, var = self.running_mean.view(shape), self.running_var.view(shape)
-            y = (x.float() - mean) * torch.rsqrt(var + self.eps)
+            y = (x.to(ct) - mean) * torch.rsqrt(var + self.eps)
             return self._affine(y, shape).to(x.dtype)
         N = x.shape[0]
         if N % k:
             raise ValueError(f"ChunkedSyncBatchNorm: batch {N} is not divisible into {k} chunks")
         with torch.autocast(x.device.type, enabled=False):
-            xf = x.float()
+            xf = x.to(ct)
             xc = xf.reshape(k, N // k, C, -1)                                        # [k, n, C, spatial]
             count = xc.shape[1] * xc.shape[3]
             stats = torch.stack([xc.sum(dim=(1, 3)), (xc * xc).sum(dim=(1, 3))], dim=1)  # [k, 2, C]
@@ -80,7 +82,7 @@ class ChunkedSyncBatchNorm(nn.Module):
 
     def _affine(self, y: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         if self.affine:
-            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+            y = y * self.weight.to(y.dtype).view(shape) + self.bias.to(y.dtype).view(shape)
         return y
 
 

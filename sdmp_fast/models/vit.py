@@ -75,17 +75,17 @@ def _vit(timm_name: str, img_size: int, drop_path: float, **kw) -> nn.Module:
     return apply_mocov3_form(create_timm(spec))
 
 
-@BACKBONES.register("vit_tiny_p4", help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), MoCo v3 form; tests and the CPU default run")
+@BACKBONES.register("vit_tiny_p4", meta={"patch": 4}, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), MoCo v3 form; tests and the CPU default run")
 def vit_tiny_p4(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
     return _vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
 
 
-@BACKBONES.register("vit_small", help="ViT-S/16, MoCo v3 form (12 heads, sin-cos pos-embed, frozen patch projection)")
+@BACKBONES.register("vit_small", meta={"patch": 16}, help="ViT-S/16, MoCo v3 form (12 heads, sin-cos pos-embed, frozen patch projection)")
 def vit_small(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
     return _vit("vit_small_patch16_224", img_size, drop_path, num_heads=12)
 
 
-@BACKBONES.register("vit_base", help="ViT-B/16, MoCo v3 form (sin-cos pos-embed, frozen patch projection)")
+@BACKBONES.register("vit_base", meta={"patch": 16}, help="ViT-B/16, MoCo v3 form (sin-cos pos-embed, frozen patch projection)")
 def vit_base(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
     return _vit("vit_base_patch16_224", img_size, drop_path)
 
@@ -103,13 +103,13 @@ def _dino_vit(timm_name: str, img_size: int, drop_path: float, **kw) -> nn.Modul
     return apply_dino_form(create_timm(spec))
 
 
-@BACKBONES.register("vit_tiny_p4_dino", help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
+@BACKBONES.register("vit_tiny_p4_dino", meta={"patch": 4}, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
                                                "(learned pos-embed, interpolated for 16 px local crops)")
 def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
     return _dino_vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
 
 
-@BACKBONES.register("vit_tiny_p4_dyn", help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
+@BACKBONES.register("vit_tiny_p4_dyn", meta={"patch": 4}, help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
                                               "patch projection) that also takes 16 px local crops (pos-embed "
                                               "interpolated): the CPU DINO recipe's backbone")
 def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
@@ -126,12 +126,12 @@ def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
     return apply_mocov3_form(create_timm(spec))
 
 
-@BACKBONES.register("vit_small_dino", help="ViT-S/16, DINO form (6 heads, learned pos-embed interpolated for local crops, "
+@BACKBONES.register("vit_small_dino", meta={"patch": 16}, help="ViT-S/16, DINO form (6 heads, learned pos-embed interpolated for local crops, "
                                              "drop-path)")
 def vit_small_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
     return _dino_vit("vit_small_patch16_224", img_size, drop_path, num_heads=6)
 
 
-@BACKBONES.register("vit_base_dino", help="ViT-B/16, DINO form (learned pos-embed interpolated for local crops, drop-path)")
+@BACKBONES.register("vit_base_dino", meta={"patch": 16}, help="ViT-B/16, DINO form (learned pos-embed interpolated for local crops, drop-path)")
 def vit_base_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
     return _dino_vit("vit_base_patch16_224", img_size, drop_path)

@@ -69,3 +69,29 @@ def test_label_subset_file(image_folder, cifar_dirs, tmp_path):
             S.label_subset(full, f)
     with pytest.raises(DataError, match="no such file"):
         S.label_subset(full, tmp_path / "missing.txt")
+
+
+def test_every_bad_file_of_both_splits_is_reported_at_once(image_folder, tmp_path):
+    """An empty class folder and a stray file in train/, a damaged JPEG in val/: one error lists all three (fixing
+    one kind and running again to meet the next is what this avoids); with skip_corrupt the files are counted."""
+    import dataclasses
+    import shutil
+
+    from sdmp_fast.config import DataConfig
+    root = tmp_path / "data"
+    shutil.copytree(image_folder, root)
+    (root / "train" / "class_zzz").mkdir()
+    (root / "train" / "class_000" / "notes.txt").write_text("not an image")
+    victim = sorted((root / "val").rglob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    data = DataConfig(path=str(root), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError) as e:
+        S.load_splits(data, progress=False)
+    text = str(e.value)
+    assert text.startswith("3 problems with the data (all listed; fix them and run again):")
+    assert f"{root / 'train'}: class folder(s) without images: {root / 'train' / 'class_zzz'}" in text
+    assert f"{root / 'train'}: 1 file(s) that are not images: {root / 'train' / 'class_000' / 'notes.txt'}" in text
+    assert f"1 unreadable image(s) under {root / 'val'}:\n  {victim}" in text
+    (root / "train" / "class_zzz").rmdir()
+    train, val, _ = S.load_splits(dataclasses.replace(data, skip_corrupt=True), progress=False)
+    assert (len(train.skipped), len(val.skipped)) == (1, 1) and (len(train), len(val)) == (36, 11)

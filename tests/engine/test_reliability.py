@@ -39,6 +39,46 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(image_folder,
     assert all(torch.equal(v, part[k]) for k, v in full.items())
 
 
+def test_ctrl_c_stops_like_sigterm_with_a_checkpoint_and_one_line(tmp_path, monkeypatch, capfd):
+    """SIGINT (Ctrl-C) after step 2: the checkpoint of step 2, one line each for the stop and the way on, exit 130
+    (a shell's Ctrl-C status), no traceback; --resume auto continues from step 2."""
+    args = ["--config", SMOKE, "--loader", "synthetic", "--out", str(tmp_path / "r"), "run.max_steps=4"]
+    monkeypatch.setenv("SDMP_FAULT", "sigint@2")
+    assert main(args) == 130
+    err = capfd.readouterr().err  # the handler writes to the file descriptor
+    assert "[run] Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to exit at once)" in err
+    assert "[run] stopped after step 2 of 4 (interrupted (Ctrl-C)); checkpoint " in err and "Traceback" not in err
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "r")] == [ckpt.checkpoint_path("x", 2).name]
+    monkeypatch.delenv("SDMP_FAULT")
+    assert main([*args, "--resume", "auto"]) == 0
+    assert f"checkpoints/{ckpt.checkpoint_path('x', 2).name} at step 2" in capfd.readouterr().err
+
+
+def test_a_second_ctrl_c_exits_at_once_and_forked_workers_ignore_both():
+    import signal
+
+    from sdmp_fast.engine.preempt import INTERRUPTED, Preemption
+    p = Preemption()
+    p.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert p.poll() and p.signal_name == "SIGINT"
+        pid = os.fork()  # a loader worker forked inside the loop (it inherits the handler), hit by both Ctrl-C's
+        if pid == 0:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            except BaseException:  # noqa: BLE001 - any exit of the worker is the failure
+                os._exit(1)
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        with pytest.raises(SystemExit) as e:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert e.value.code == INTERRUPTED == 130
+    finally:
+        p.restore()
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(image_folder, tmp_path, monkeypatch,
                                                                            capsys):
     monkeypatch.setenv("SDMP_FAULT", "nan@5")
@@ -126,7 +166,11 @@ def test_bad_input_fails_clearly_and_touches_no_existing_output(finished_run, im
     else:
         argv, message = ["--data", str(tmp_path / "nowhere")], "does not exist"
     before = _snapshot(finished_run)
-    assert main(["--config", SMOKE, *argv, "--out", str(finished_run), "--resume", "auto"]) == 2
+    resume = ["--config", SMOKE, *argv, "--out", str(finished_run), "--resume", "auto"]
+    if case == "truncated_beton":  # another loader is a config change, refused first ...
+        assert main(resume) == 2
+        assert "this start changes data.loader 'torch' -> 'ffcv'" in capsys.readouterr().err
+    assert main([*resume, "--allow-config-change"]) == 2  # ... and when allowed, the data's own error shows
     assert message in capsys.readouterr().err
     assert _snapshot(finished_run) == before
 

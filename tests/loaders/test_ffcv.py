@@ -233,3 +233,30 @@ def test_ffcv_leaves_torchs_cpu_threads_alone(ffcv_interpreted, betons):
         assert torch.get_num_threads() == target
     finally:
         torch.set_num_threads(before)
+
+
+def test_ffcv_changes_no_interned_numba_type(ffcv_interpreted, betons, monkeypatch):
+    """ffcv's OS-cache reader used to set ``mutable = False`` on numba's interned ``uint8[::1]`` type: the functions
+    compiled for writable uint8 arrays before then printed ``Exception ignored in: <finalize object ...> KeyError:
+    (Array(uint8, 1, 'C', ...`` when garbage-collected (their overload table keyed by that type under its old hash)."""
+    import gc
+    import sys
+
+    import numba
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    writable = numba.types.Array(numba.uint8, 1, "C")
+    first = numba.njit(lambda a: a[0] + 1)
+    first(np.zeros(2, np.uint8))  # compiled for writable uint8 arrays, before the loader
+    _loader(ffcv_interpreted, betons["raw"][0], mocov3_recipe(16, 0.2, MEAN, STD))  # builds ffcv's reader
+    assert writable.mutable and numba.types.Array(numba.uint8, 1, "C") is writable
+    del first
+    gc.collect()
+    assert ignored == []
+
+
+def test_the_numba_compilation_is_announced_once_per_process(ffcv_interpreted, monkeypatch, capsys):
+    monkeypatch.setattr(ffcv_interpreted, "_compiled_here", False)
+    ffcv_interpreted._say_compiling()
+    ffcv_interpreted._say_compiling()
+    assert capsys.readouterr().err.count("[ffcv] numba compiles the decoding pipelines at the first batch") == 1

@@ -128,3 +128,14 @@ def test_cifar_resnets_have_the_cifar_stem(name, blocks, tmp_path):
     again.load_state_dict(d["state_dict"])
     with torch.no_grad():
         assert d["model_name"] == "resnet50_cifar" and torch.allclose(again(x), y, atol=1e-5)
+
+
+def test_each_backbone_declares_the_patch_size_it_builds():
+    """The registry's ``meta={"patch": P}`` (the config-load check of the view sizes) is the built model's patch size,
+    and every backbone with a patch embedding declares it (built on the meta device: shapes only, no memory)."""
+    for name in BACKBONES.names():
+        with torch.device("meta"):
+            model = BACKBONES.build(name, img_size=32 if "tiny" in name or "cifar" in name else 224)
+        embed = getattr(model, "patch_embed", None)
+        declared = (BACKBONES.meta(name) or {}).get("patch")
+        assert declared == (embed.patch_size[0] if embed is not None else None), name
