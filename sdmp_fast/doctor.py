@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sdmp_fast.cli import Flag, add_config_arguments, command_parser, parse, print_config, start_process
 from sdmp_fast.cli import main as cli_main
-from sdmp_fast.config import ALIASES, load_config
+from sdmp_fast.config import ALIASES, Config, load_config
 from sdmp_fast.health import Outcome, run_check
 
 FLAGS = {flag: Flag(key) for flag, key in ALIASES.items()}
@@ -48,7 +48,7 @@ def build_parser():
     p = command_parser("python -m sdmp_fast.doctor", __doc__.split("\n\n")[0].split(": ", 1)[1],
                        epilog="checks: " + ", ".join([*CHECKS, *RUN_CHECKS]))
     add_config_arguments(p, FLAGS, ": check the run this config plans (with --data, --loader, overrides)",
-                         "data.batch_size=256")
+                         "data.batch_size=256", Config)
     p.add_argument("--only", default="", metavar="NAME,..", help="run only these checks")
     p.add_argument("--skip", default="", metavar="NAME,..", help="leave these checks out")
     p.add_argument("--json", metavar="FILE", help="also write the outcomes as JSON to FILE")
