@@ -1,6 +1,6 @@
 """Throughput benchmarks: the one entry point.
 
-    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e] [--device auto|cpu|cuda]
+    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e,input] [--device auto|cpu|cuda]
                                     [--json PATH] [--report PATH.md] [--quick]
 
 Each section is a module of ``benchmarks/sections/`` (what each measures is listed below). Results are printed
@@ -21,14 +21,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.sections import augment, e2e, ffcv, loaders, mixing, step  # noqa: E402
+from benchmarks.sections import input as input_profile  # noqa: E402
 from benchmarks.sections.common import Context, cleanup_sources, failed, free_device  # noqa: E402
 from benchmarks.sections.report import evaluate_targets, print_results, write_report  # noqa: E402
 from benchmarks.timing import env_record, write_json  # noqa: E402
 
-SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e}
+SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e,
+            "input": input_profile}
 # e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile)
 RUN_ORDER = (("loaders", loaders.run), ("ffcv", ffcv.run), ("augment", augment.run), ("mixing", mixing.run),
-             ("step", step.run), ("e2e", e2e.run), ("step", step.run_modes))
+             ("step", step.run), ("e2e", e2e.run), ("input", input_profile.run), ("step", step.run_modes))
 
 
 def parser() -> argparse.ArgumentParser:
