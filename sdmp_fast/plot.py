@@ -157,6 +157,8 @@ def draw(groups: list[tuple[str, list[Run]]]):
                                     alpha=0.2, linewidth=0)
         ax.set_title(title)
         ax.set_xlabel("step")
+        if title in ("images/s", "data wait (% of time)"):
+            ax.set_ylim(bottom=0)  # a share or a rate: its distance from zero is the point
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if with_knn:
@@ -175,6 +177,7 @@ def bar_panel(ax, title: str, data: dict[str, dict[str, list[float]]], ylabel: s
     a one-standard-deviation error bar where there are several (seeds)."""
     series_names = list(dict.fromkeys(s for d in data.values() for s in d))
     width = 0.8 / max(1, len(series_names))
+    top = 0.0
     for i, s in enumerate(series_names):
         xs, means, errs = [], [], []
         for j, d in enumerate(data.values()):
@@ -184,12 +187,14 @@ def bar_panel(ax, title: str, data: dict[str, dict[str, list[float]]], ylabel: s
                 means.append(statistics.fmean(values))
                 errs.append(statistics.stdev(values) if len(values) > 1 else 0.0)
         bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=s)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        top = max([top] + [m + e for m, e in zip(means, errs)])
     ax.set_xticks(range(len(data)), list(data), fontsize=8, rotation=10)
+    ax.set_ylim(0, 1.25 * top or 1)  # room for the values and the legend above the bars
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncols=len(series_names), loc="upper right")
 
 
 def bar_figure(panels: dict[str, dict[str, dict[str, list[float]]]], ylabels: dict[str, str] | None = None,

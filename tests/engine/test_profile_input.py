@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from loader_doubles import Slowed
 
 import loaders  # noqa: F401
 from sdmp_fast.config import load_config, resolve
@@ -24,24 +25,6 @@ TINY = ["data.batch_size=8", "data.image_size=16", "method.hidden_dim=32", "meth
 PAUSE = 0.05
 
 
-class SlowLoader:
-    """``inner``'s batches, each after a sleep: an input pipeline slower than the step."""
-
-    def __init__(self, inner):
-        self.inner, self.batch_size, self.num_samples = inner, inner.batch_size, inner.num_samples
-
-    def __len__(self):
-        return len(self.inner)
-
-    def set_epoch(self, epoch, start_step=0):
-        self.inner.set_epoch(epoch, start_step)
-
-    def __iter__(self):
-        for b in self.inner:
-            time.sleep(PAUSE)
-            yield b
-
-
 def _profile(tmp_path, monkeypatch, slow_loader: bool, slow_step: bool, steps: int = 4) -> dict:
     def step(self, views):  # the optimizer step replaced by a fixed cost (a sleep) or none
         if slow_step:
@@ -53,7 +36,7 @@ def _profile(tmp_path, monkeypatch, slow_loader: bool, slow_step: bool, steps: i
     method = build_method(cfg, build_backbone(cfg))
     recipe = method_recipe(cfg)
     ld = LOADERS.build("synthetic", cfg, recipe, rank=0, world=1, device=torch.device("cpu"))
-    ld = SlowLoader(ld) if slow_loader else ld
+    ld = Slowed(ld, PAUSE) if slow_loader else ld
     return prof.profile_input(cfg, resolve(cfg, ld.num_samples), method, ld, recipe, torch.device("cpu"), tmp_path,
                               steps)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from loader_doubles import Slowed
 from test_sync_free import SYNC_OPS
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -44,25 +45,6 @@ class ManualClock(HostClock):
 
     def mark(self) -> float:
         return self.t
-
-
-class Slowed:
-    """A loader that sleeps before each batch of ``inner`` (a deliberately slow input pipeline)."""
-
-    def __init__(self, inner, seconds: float):
-        self.inner, self.seconds = inner, seconds
-        self.batch_size = getattr(inner, "batch_size", 1)
-
-    def __len__(self):
-        return len(self.inner)
-
-    def set_epoch(self, epoch, start_step=0):
-        self.inner.set_epoch(epoch, start_step)
-
-    def __iter__(self):
-        for b in self.inner:
-            time.sleep(self.seconds)
-            yield b
 
 
 def test_host_wait_of_a_slow_and_a_fast_loader():
