@@ -28,9 +28,10 @@ from benchmarks.timing import env_record, write_json  # noqa: E402
 
 SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e,
             "input": input_profile}
-# e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile)
+# e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile), then
+# the input profiles (each repeats an e2e run three ways)
 RUN_ORDER = (("loaders", loaders.run), ("ffcv", ffcv.run), ("augment", augment.run), ("mixing", mixing.run),
-             ("step", step.run), ("e2e", e2e.run), ("input", input_profile.run), ("step", step.run_modes))
+             ("step", step.run), ("e2e", e2e.run), ("step", step.run_modes), ("input", input_profile.run))
 
 
 def parser() -> argparse.ArgumentParser:

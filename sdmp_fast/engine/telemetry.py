@@ -99,15 +99,19 @@ class StallMeter:
         """``loader``'s batches, counting the time spent waiting for each (starting the iteration included)."""
         t = time.perf_counter()
         it = iter(loader)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    self.wait += time.perf_counter() - t
+                    return
                 self.wait += time.perf_counter() - t
-                return
-            self.wait += time.perf_counter() - t
-            yield batch
-            t = time.perf_counter()
+                yield batch
+                t = time.perf_counter()
+        finally:  # left early (end of the run, a profile arm): the loader's iteration ends here, not at collection
+            if hasattr(it, "close"):
+                it.close()
 
     def step(self, fn: Callable, *args):
         """``fn(*args)`` between two clock marks (nothing is read)."""
