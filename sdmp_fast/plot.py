@@ -162,7 +162,8 @@ def draw(groups: list[tuple[str, list[Run]]]):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if with_knn:
-        knn = {label: {arm: [r.knn[arm]["top1"] for r in rs if r.knn] for arm in ("trained", "random_init")}
+        knn = {label: {name: [r.knn[arm]["top1"] for r in rs if r.knn]
+                       for arm, name in (("trained", "trained"), ("random_init", "random init"))}
                for label, rs in groups if any(r.knn for r in rs)}
         bar_panel(axes.flat[len(panels)], "k-NN top-1 (%), end of run", knn)
     for ax in list(axes.flat)[n:]:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import DINO_TINY
 from loader_doubles import Slowed
 
 import loaders  # noqa: F401
@@ -16,7 +17,7 @@ from sdmp_fast.engine.trainer import Trainer
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
-from sdmp_fast.pretrain import main
+from sdmp_fast.pretrain import main, run
 from sdmp_fast.registry import LOADERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +108,11 @@ def test_the_command_prints_the_table_and_writes_only_its_json(image_folder, tmp
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "profile_input.json"]
     assert main(["--config", SMOKE, "--out", str(tmp_path / "x"), "--profile-input", "-1"]) == 2
     assert "--profile-input -1: the number of steps per arm must be >= 1" in capsys.readouterr().err
+
+
+def test_dino_on_synthetic_data(tmp_path):
+    """DINO + SDMP's multi-crop views through the three arms (a loader that reads no files: no per-image costs)."""
+    record = run(["--config", SMOKE, "--loader", "synthetic", *DINO_TINY, "data.image_size=16", "data.local_size=8",
+                  "--out", str(tmp_path), "--profile-input", "1"])
+    assert record["job"].startswith("dino + SDMP, vit_tiny_p4_dino") and "decode_ms" not in record["costs"]
+    assert all(record["arms"][arm]["images_per_s"] > 0 for arm in ("compute", "input", "real"))
