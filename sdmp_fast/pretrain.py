@@ -24,7 +24,7 @@ from sdmp_fast.cli import (CommandParser, Flag, add_config_arguments, command_pa
 from sdmp_fast.config import ALIASES, Config, ConfigError, load_config, resolve, to_dict
 from sdmp_fast.data.folders import Split
 from sdmp_fast.data.splits import load_splits
-from sdmp_fast.engine.profile_input import profile_input
+from sdmp_fast.engine.profile_input import profile_input, steps_argument
 from sdmp_fast.engine.rundir import RunDir
 from sdmp_fast.engine.telemetry import Board, knn_scalars, wait_phrase
 from sdmp_fast.engine.trainer import FitResult, Trainer
@@ -58,7 +58,7 @@ def build_parser() -> CommandParser:
     p.add_argument("--dump-views", type=int, default=0, metavar="N",
                    help="write RUN_DIR/views.png: the views of one SDMP step for N samples, with lambda_eff "
                         "(MoCo v3: a, b, b_mix, a_mix; DINO: globals, the teacher's mixed global, clean and mixed locals)")
-    p.add_argument("--profile-input", type=int, nargs="?", const=20, default=0, metavar="N",
+    p.add_argument("--profile-input", type=steps_argument, nargs="?", const=20, default=0, metavar="N",
                    help="measure instead of training: N steps (default 20) of this job with synthetic views (compute "
                         "ceiling), with the loader alone (input ceiling) and both (real rate); prints a table and a "
                         "verdict, writes RUN_DIR/profile_input.json (engine/profile_input.py)")

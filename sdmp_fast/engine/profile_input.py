@@ -16,6 +16,7 @@ on a GPU.
 """
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -39,6 +40,17 @@ CONTENTION = 0.8  # a real rate under 80 % of the slower ceiling: the two compet
 SAMPLE_IMAGES = 16  # images decoded and augmented for the per-image costs
 DEVICE_VIEWS = ("nvjpeg", "ffcv")  # loaders that make views by the batched augmentation on the training device
 GPU_DECODERS = ("dali", "nvjpeg")  # loaders that decode with nvJPEG on a GPU
+
+
+def steps_argument(text: str) -> int:
+    """``--profile-input N``: a step count >= 1 (argparse reports anything else before any work)."""
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of steps per arm must be an integer >= 1")
+    return steps
 
 
 def sync(device: torch.device) -> None:
@@ -126,6 +138,8 @@ def augment_cost(images: list[torch.Tensor], recipe, device: torch.device, batch
     from sdmp_fast.augment.reference import apply_view
     mean, std = torch.tensor(recipe.mean).view(3, 1, 1), torch.tensor(recipe.std).view(3, 1, 1)
     gen = torch.Generator().manual_seed(0)
+    for spec in recipe.views:  # warm-up (first calls set up torchvision's kernels)
+        apply_view(images[0], spec, gen, mean, std)
     t0 = time.perf_counter()
     for im in images:
         for spec in recipe.views:
@@ -140,6 +154,7 @@ def input_costs(cfg, split, recipe, device: torch.device) -> dict:
     threads = {"dali": d.dali_threads or cores, "torch": d.num_workers, "ffcv": d.num_workers or cores}.get(d.loader)
     out = {"loader": d.loader, "device": device.type, "cores": cores, "threads": threads,
            "view_size": max(recipe.sizes), "source": d.beton and "beton" or d.format}
+    sample_images(cfg, split, 1)  # warm-up (the decoder's first call, the first file read)
     t0 = time.perf_counter()
     images, what = sample_images(cfg, split)
     if not images:

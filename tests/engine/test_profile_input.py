@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import DINO_TINY
 from loader_doubles import Slowed
@@ -106,8 +107,10 @@ def test_the_command_prints_the_table_and_writes_only_its_json(image_folder, tmp
     record = json.loads((out / "profile_input.json").read_text())
     assert record["steps"] == 1 and record["costs"]["decode_ms"] > 0
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "profile_input.json"]
-    assert main(["--config", SMOKE, "--out", str(tmp_path / "x"), "--profile-input", "-1"]) == 2
-    assert "--profile-input -1: the number of steps per arm must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--config", SMOKE, "--out", str(tmp_path / "x"), "--profile-input", "0"])
+    assert "argument --profile-input: '0': the number of steps per arm must be" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_dino_on_synthetic_data(tmp_path):
