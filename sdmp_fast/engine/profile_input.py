@@ -256,13 +256,16 @@ def profile_input(cfg, res, method, loader, recipe, device: torch.device, out_di
     if steps < 1:
         raise ConfigError(f"--profile-input {steps}: the number of steps per arm must be >= 1")
     warmup = max(3, steps // 4) + (4 if cfg.run.cuda_graph else 0)  # a CUDA graph is captured after 3 eager steps
-    need = 2 * (warmup + steps)
-    trainer = Trainer(cfg, replace(res, total_steps=max(res.total_steps, need)), method, loader, device, out_dir)
+    res = replace(res, total_steps=max(res.total_steps, warmup + steps))
+
+    def step():  # a trainer per arm: a CUDA graph is captured on that arm's views (their dtype may differ)
+        return Trainer(cfg, res, method, loader, device, out_dir).train_step
+
     synthetic = LOADERS.build("synthetic", cfg, recipe, rank=res.rank, world=res.world, device=device)
     method.train()
-    arms = {"compute": time_arm(synthetic, trainer.train_step, warmup, steps, device),
+    arms = {"compute": time_arm(synthetic, step(), warmup, steps, device),
             "input": time_arm(loader, None, warmup, steps, device),
-            "real": time_arm(loader, trainer.train_step, warmup, steps, device)}
+            "real": time_arm(loader, step(), warmup, steps, device)}
     kind, text = verdict(*(arms[k]["images_per_s"] for k in ("compute", "input", "real")))
     costs = input_costs(cfg, split, recipe, device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda" else
