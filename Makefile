@@ -9,7 +9,7 @@ setup:
 
 ## The main job on the embedded default (Fashion-MNIST, MoCo v3 + SDMP, tiny ViT) with the DALI loader; ARGS adds overrides.
 pretrain: setup
-	$(PY) -m sdmp_fast.pretrain --loader dali $(ARGS)
+	$(PY) -m sdmp_fast.pretrain --loader dali run.tensorboard=true $(ARGS)
 
 ## The test suite. SDMP_REQUIRE makes a broken DALI/FFCV install fail instead of skipping their tests.
 test: setup

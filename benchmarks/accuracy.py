@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import package as pkg  # noqa: E402
 from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.presets import cifar, fashion_mnist, imagenet  # noqa: E402
 from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     md += f"\nWall time of this invocation: {time.time() - t0:.0f} s.\n"
     stem = result_path(args.results, f"accuracy_{args.preset.replace('-', '_')}")
     stem.parent.mkdir(parents=True, exist_ok=True)
+    md += "\n" + pkg.bar_png(preset.bars(res, args), stem.with_suffix(".png"), "top-1 (%)",
+                             f"accuracy benchmark, preset {args.preset}, seeds {args.seeds}, {device}") + "\n"
     record = {"env": env_record(torch.device("cpu")), "args": args.argv, "labels": preset.labels(args, res),
               **res, "aggregate": agg, "seconds": round(time.time() - t0, 1)}
     write_json(stem.with_suffix(".json"), record)

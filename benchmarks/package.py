@@ -238,3 +238,20 @@ def build_trainer(cfg, loader_name: str, device: torch.device, out_dir: Path, sp
     if total_steps is not None:
         res = dataclasses.replace(res, total_steps=total_steps)
     return Trainer(cfg, res, method, loader, device, out_dir), loader, recipe, res
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def bar_png(panels: dict, path: Path, ylabel: str, title: str = "") -> str:
+    """Grouped bars with their seed spread, {panel: {group: {series: values}}}, as a PNG at ``path``; returns the
+    Markdown line that shows it, or says why there is none (no panel; matplotlib missing: ``.[plot]``)."""
+    if not panels:
+        return "No figure: nothing was measured."
+    from sdmp_fast.plot import bar_figure, save
+    try:
+        fig = bar_figure(panels, {name: ylabel for name in panels}, title)
+    except MissingBackend as e:
+        return f"No figure: {e}"
+    save(fig, path)
+    return f"![{title or path.stem}]({path.name})"

@@ -1,6 +1,6 @@
 """Throughput benchmarks: the one entry point.
 
-    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e,modes] [--device auto|cpu|cuda]
+    python benchmarks/throughput.py [--only loaders,ffcv,augment,mixing,step,e2e,modes,input] [--device auto|cpu|cuda]
                                     [--json PATH] [--report PATH.md] [--quick] [--budget-s S]
 
 Each section is a module of ``benchmarks/sections/`` (what each measures is listed below). Results are printed
@@ -24,15 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.package import HelpFormatter  # noqa: E402
 from benchmarks.sections import augment, e2e, ffcv, loaders, mixing, step  # noqa: E402
+from benchmarks.sections import input as input_profile  # noqa: E402
 from benchmarks.sections.common import Context, cleanup_sources, failed, free_device  # noqa: E402
 from benchmarks.sections.report import evaluate_targets, print_results, summary_lines, write_report  # noqa: E402
 from benchmarks.timing import env_record, result_path, write_json  # noqa: E402
 
 SECTIONS = {"loaders": loaders, "ffcv": ffcv, "augment": augment, "mixing": mixing, "step": step, "e2e": e2e,
-            "modes": step}  # "modes": the step modes alone (--only step runs both)
-# e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile)
+            "modes": step, "input": input_profile}  # "modes": the step modes alone (--only step runs both)
+# e2e before the step modes: under --budget-s the arms left out are the step modes' last ones (compile), then
+# the input profiles (each repeats an e2e run three ways)
 RUN_ORDER = (("loaders", loaders.run), ("ffcv", ffcv.run), ("augment", augment.run), ("mixing", mixing.run),
-             ("step", step.run), ("e2e", e2e.run), ("modes", step.run_modes))
+             ("step", step.run), ("e2e", e2e.run), ("modes", step.run_modes), ("input", input_profile.run))
 
 
 def parser() -> argparse.ArgumentParser:

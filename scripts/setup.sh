@@ -33,7 +33,7 @@ t0=$(date +%s)
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-.venv/bin/python -c "import torch, torchvision, timm, nvidia.dali, ffcv" 2>/dev/null \
+.venv/bin/python -c "import torch, torchvision, timm, nvidia.dali, ffcv, tensorboard, matplotlib" 2>/dev/null \
   || { echo "[setup] import check failed: see the pip output above" >&2; exit 1; }
 bash scripts/setup_triton36.sh
 echo "$want" > "$stamp"

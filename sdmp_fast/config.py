@@ -116,6 +116,7 @@ class RunConfig:
     precision: str = field(default="auto", metadata={"help": "autocast dtype: auto = bf16 on CUDA, fp32 on CPU", **choices("auto", "fp32", "bf16", "fp16"), **FIXED})
     log_every: int = field(default=20, metadata={"help": "read device values (loss, metrics) every N steps; no host sync in between", **FREE})
     checkpoint_minutes: float = field(default=10.0, metadata={"help": "also checkpoint every N minutes of wall time (epoch ends always checkpoint); 0 = only epoch ends", **FREE})
+    tensorboard: bool = field(default=False, metadata={"help": "also write every logged scalar (loss terms, schedules, images/s, data wait, k-NN) as TensorBoard events in RUN_DIR/tensorboard (needs the tb extra: pip install -e '.[tb]')", **FREE})
     knn: bool = field(default=True, metadata={"help": "evaluate k-NN accuracy (trained vs random init) at the end", **FREE})
     knn_bank: int = field(default=10000, metadata={"help": "train images in the k-NN feature bank (fixed subset)", **FREE})
     knn_queries: int = field(default=0, metadata={"help": "val images used as k-NN queries; 0 = all", **FREE})

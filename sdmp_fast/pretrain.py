@@ -24,7 +24,9 @@ from sdmp_fast.cli import (CommandParser, Flag, add_config_arguments, command_pa
 from sdmp_fast.config import ALIASES, Config, ConfigError, load_config, resolve, to_dict
 from sdmp_fast.data.folders import Split
 from sdmp_fast.data.splits import load_splits
+from sdmp_fast.engine.profile_input import profile_input, steps_argument
 from sdmp_fast.engine.rundir import RunDir
+from sdmp_fast.engine.telemetry import Board, knn_scalars, wait_phrase
 from sdmp_fast.engine.trainer import FitResult, Trainer
 from sdmp_fast.eval.knn import format_report, knn_report
 from sdmp_fast.export import export_backbone
@@ -57,6 +59,10 @@ def build_parser() -> CommandParser:
     p.add_argument("--dump-views", type=int, default=0, metavar="N",
                    help="write RUN_DIR/views.png: the views of one SDMP step for N samples, with lambda_eff "
                         "(MoCo v3: a, b, b_mix, a_mix; DINO: globals, the teacher's mixed global, clean and mixed locals)")
+    p.add_argument("--profile-input", type=steps_argument, nargs="?", const=20, default=0, metavar="N",
+                   help="measure instead of training: N steps (default 20) of this job with synthetic views (compute "
+                        "ceiling), with the loader alone (input ceiling) and both (real rate); prints a table and a "
+                        "verdict, writes RUN_DIR/profile_input.json (engine/profile_input.py)")
     return p
 
 
@@ -109,8 +115,11 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
         return print_config(cfg)
     device = start_process(cfg.run.device, cfg.run.threads)
     rank, world = dist.get_rank(), dist.get_world()
-    out = RunDir.open(cfg.run.out_dir, args.resume, tag=cfg.method.name + ("_sdmp" if cfg.sdmp.enabled else ""))
-    state = out.load_resume(cfg, args.allow_config_change)  # refuses a changed FIXED key before anything is built
+    if args.profile_input:  # writes its JSON only: it may point at a folder that holds a run
+        out, state = RunDir(cfg.run.out_dir or "runs/profile_input"), None
+    else:
+        out = RunDir.open(cfg.run.out_dir, args.resume, tag=cfg.method.name + ("_sdmp" if cfg.sdmp.enabled else ""))
+        state = out.load_resume(cfg, args.allow_config_change)  # refuses a changed FIXED key before anything is built
 
     torch.manual_seed(cfg.run.seed)  # identical initialisation on every rank
     train_split, val_split, data_name = read_data(cfg)
@@ -123,6 +132,10 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     kwargs = {"split": train_split} if train_split is not None else {}
     loader = LOADERS.build(cfg.data.loader, cfg, recipe, rank=rank, world=world, device=device, **kwargs)
     res = resolve(cfg, loader.num_samples, world, rank)
+    if args.profile_input:
+        report = profile_input(cfg, res, method, loader, recipe, device, out.path, args.profile_input, train_split)
+        dist.shutdown()
+        return report
     done = state and out.finished("step", int(state["step"]), res.total_steps, "summary.json", "run")
     if done:  # a complete run: its record stays as it is
         dist.shutdown()
@@ -146,7 +159,8 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
     summary = {"out_dir": str(out.path), "steps": trainer.step, "total_steps": res.total_steps,
                "seconds": round(result.seconds, 1), "images_per_s": round(result.images_per_s, 1),
                "last": result.last_logs, "skipped_images": skipped_images(train_split, val_split),
-               "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None}
+               "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None,
+               "data_wait": result.data_wait}
     if result.stopped_early:
         why = ("interrupted (Ctrl-C)" if result.preempted == "SIGINT" else
                f"preempted by {result.preempted}" if result.preempted else "run.stop_after")
@@ -176,9 +190,12 @@ def finish(cfg: Config, out: RunDir, method, random_init: torch.nn.Module, train
                          num_workers=cfg.data.num_workers)
         summary["knn"] = knn
         out.write_json("knn.json", knn)
+        board = Board(out.path, cfg.run.tensorboard)
+        board.write({"step": summary["steps"], **knn_scalars(knn)})
+        board.close()
         print(format_report(knn))
-    print(f"[run] done: {summary['steps']} steps in {result.seconds:.0f} s ({result.images_per_s:.0f} images/s); "
-          f"backbone exported to {summary['export']}", file=sys.stderr)
+    print(f"[run] done: {summary['steps']} steps in {result.seconds:.0f} s ({result.images_per_s:.0f} images/s), "
+          f"{wait_phrase(result.data_wait, cfg)}; backbone exported to {summary['export']}", file=sys.stderr)
     out.write_json("summary.json", summary)
 
 

@@ -32,6 +32,7 @@ LAYERS = {
     # the commands: none imports another
     "sdmp_fast.pretrain": 10, "sdmp_fast.linear": 10, "sdmp_fast.finetune": 10, "sdmp_fast.knn": 10,
     "sdmp_fast.doctor": 10,
+    "sdmp_fast.plot": 10,
     "sdmp_fast": 11,  # the package root: the public API, loaded lazily
     "benchmarks": 11,
 }

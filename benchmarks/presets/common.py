@@ -112,3 +112,19 @@ def paired_gain(base: list[dict], sdmp: list[dict], key: str) -> dict | None:
                  statistics.stdev(list(pb.values())) if len(pb) > 1 else 0.0)
     verdict = "exceeds" if len(diffs) > 1 and abs(statistics.mean(diffs)) > spread else "does not exceed"
     return {"seeds": seeds, "diffs": diffs, "seed_spread": spread, "verdict": verdict}
+
+
+def seed_bars(rows: list[dict], group, metrics: list[tuple[str, str]]) -> dict:
+    """{panel title: {group(row): {"trained": values, "random init": values}}} over seeds, for each (title, key) of
+    ``metrics`` (the row columns ``<key>_trained`` and ``<key>_random``): the accuracy PNG beside the tables."""
+    out = {}
+    for title, key in metrics:
+        panel: dict = {}
+        for r in rows:
+            bars = panel.setdefault(group(r), {"trained": [], "random init": []})
+            for series, column in (("trained", f"{key}_trained"), ("random init", f"{key}_random")):
+                if r.get(column) is not None:
+                    bars[series].append(r[column])
+        if any(v for bars in panel.values() for v in bars.values()):
+            out[title] = panel
+    return out

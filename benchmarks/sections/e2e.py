@@ -102,20 +102,15 @@ def e2e_overrides(device: torch.device, work: Path, overrides: list[str], batch:
             f"run.stop_after={stop}", f"run.max_steps={max(100_000, stop)}"]
 
 
-def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_images: int, batch: int,
-              config: str | None, overrides: list[str], warmup: int, steps: int, workers: int,
-              failures: list[str], deadline: float | None = None, on_row=None) -> list[dict]:
-    """MoCo v3 + SDMP trained by ``sdmp_fast.pretrain`` (``--config config``, then ``overrides``) with each
-    loader: images/s after the warm-up, and each loader's rate as a fraction of the synthetic (compute-only) rate."""
+def each_loader(names: list[str], base: dict, train_data: TrainingData, device: torch.device, measure,
+                failures: list[str], deadline: float | None, label: str = "e2e", on_row=None) -> list[dict]:
+    """One row per loader: ``base``, then ``measure(name, flags, data_keys)``'s figures with status ok, or the reason it
+    did not run (unknown, past the deadline, a missing package, a failure: the other loaders still run). ``on_row``
+    (section, row) is called as soon as a loader's row is measured, so a crash or kill keeps it."""
     registered = pkg.loader_registry()
-    warmup = max(1, warmup)
-    stop = warmup + max(1, math.ceil(steps / warmup)) * warmup  # log points at every warm-up multiple
-    work = tempfile.TemporaryDirectory()
-    train_data = TrainingData(Path(work.name), data, unique_images, (stop + 1) * batch, workers)
-    keys = e2e_overrides(device, Path(work.name), overrides, batch, workers, warmup, stop)
     rows = []
     for name in names:
-        row = {"loader": name, "method": "mocov3+sdmp", "batch": batch, "warmup_steps": warmup}
+        row = {"loader": name, **base}
         if name not in registered:
             rows.append({**row, "status": f"unknown loader {name!r}; registered: {', '.join(registered.names())}"})
             continue
@@ -125,23 +120,41 @@ def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_i
         t0 = time.perf_counter()
         try:
             flags, data_keys, row["source"] = train_data.argv(name)
-            summary = pkg.run_pretrain(["--loader", name, "--out", str(Path(work.name) / f"run-{name}"),
-                                        *(["--config", config] if config else []), *flags, *keys, *data_keys])
-            row.update(status="ok", **e2e_rate(Path(summary["out_dir"]) / "metrics.jsonl", warmup, batch),
-                       fit_images_per_s=summary["images_per_s"], workers=workers,
-                       wall_s=round(time.perf_counter() - t0, 1))
+            row.update(status="ok", **measure(name, flags, data_keys), wall_s=round(time.perf_counter() - t0, 1))
         except Skipped as e:
             row.update(source=train_data.source, status=str(e))
         except pkg.MissingBackend as e:
             row["status"] = f"skipped: {e}"
         except (Exception, SystemExit) as e:  # noqa: BLE001 - one failed loader is reported; the others still run
-            row["status"] = failed(f"e2e {name}", e, failures)
+            row["status"] = failed(f"{label} {name}", e, failures)
         finally:
             free_device(device)
         rows.append(row)
-        if on_row is not None:  # saved as soon as it is measured
-            on_row("e2e", row)
-        print(f"  e2e {name:9s} {row.get('images_per_s', '-')} img/s ({row['status']})", file=sys.stderr)
+        if on_row is not None:
+            on_row(label, row)
+        print(f"  {label} {name:9s} {row.get('images_per_s', '-')} img/s ({row['status']})", file=sys.stderr)
+    return rows
+
+
+def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_images: int, batch: int,
+              config: str | None, overrides: list[str], warmup: int, steps: int, workers: int,
+              failures: list[str], deadline: float | None = None, on_row=None) -> list[dict]:
+    """MoCo v3 + SDMP trained by ``sdmp_fast.pretrain`` (``--config config``, then ``overrides``) with each
+    loader: images/s after the warm-up, and each loader's rate as a fraction of the synthetic (compute-only) rate."""
+    warmup = max(1, warmup)
+    stop = warmup + max(1, math.ceil(steps / warmup)) * warmup  # log points at every warm-up multiple
+    work = tempfile.TemporaryDirectory()
+    train_data = TrainingData(Path(work.name), data, unique_images, (stop + 1) * batch, workers)
+    keys = e2e_overrides(device, Path(work.name), overrides, batch, workers, warmup, stop)
+
+    def measure(name: str, flags: list[str], data_keys: list[str]) -> dict:
+        summary = pkg.run_pretrain(["--loader", name, "--out", str(Path(work.name) / f"run-{name}"),
+                                    *(["--config", config] if config else []), *flags, *keys, *data_keys])
+        return {**e2e_rate(Path(summary["out_dir"]) / "metrics.jsonl", warmup, batch),
+                "fit_images_per_s": summary["images_per_s"], "workers": workers}
+
+    rows = each_loader(names, {"method": "mocov3+sdmp", "batch": batch, "warmup_steps": warmup}, train_data, device,
+                       measure, failures, deadline, on_row=on_row)
     synthetic = next((r["images_per_s"] for r in rows if r["loader"] == "synthetic" and r["status"] == "ok"), None)
     for r in rows:
         if r["status"] == "ok" and synthetic:
@@ -150,21 +163,31 @@ def bench_e2e(device: torch.device, names: list[str], data: str | None, unique_i
     return rows
 
 
-def run(ctx: Context) -> None:
+def e2e_job(ctx: Context) -> dict:
+    """The job the e2e and input sections train: loader names, config, batch, overrides, warm-up, steps, workers
+    (``--e2e-*`` options over the defaults: the ViT-S/16 recipe at 224 px on a GPU, the tiny ViT elsewhere)."""
     args = ctx.args
     registered = pkg.loader_registry()
     names = ([n.strip() for n in args.e2e_loaders.split(",") if n.strip()] if args.e2e_loaders else
              [n for n in E2E_ORDER if n in registered] + [n for n in registered.names() if n not in E2E_ORDER])
-    if ctx.gpu and not args.quick:  # the ViT-S/16 recipe at 224 px
+    if ctx.gpu and not args.quick:
         config = str(ROOT / "configs" / "mocov3_sdmp_vit_s.yaml")
         batch, overrides, (warmup, steps) = 128, [], (10, 30)
-        workers = args.e2e_workers if args.e2e_workers is not None else (os.cpu_count() or args.workers)
+        workers = os.cpu_count() or args.workers
     else:
         batch, config = (16 if args.quick else 64), None
         overrides = ["model.backbone=vit_tiny_p4", "data.image_size=32",
                      f"method.hidden_dim={256 if args.quick else 1024}"]
         warmup, steps = (2, 4) if args.quick else (4, 12)
-        workers = args.e2e_workers if args.e2e_workers is not None else args.workers
-    ctx.results["e2e"] = bench_e2e(ctx.device, names, args.data, 16 if args.quick else args.images,
-                                   args.e2e_batch or batch, config, overrides, args.e2e_warmup or warmup,
-                                   args.e2e_steps or steps, workers, ctx.failures, ctx.deadline, ctx.progress)
+        workers = args.workers
+    return {"names": names, "config": config, "batch": args.e2e_batch or batch, "overrides": overrides,
+            "warmup": args.e2e_warmup or warmup, "steps": args.e2e_steps or steps,
+            "workers": args.e2e_workers if args.e2e_workers is not None else workers,
+            "images": 16 if args.quick else args.images}
+
+
+def run(ctx: Context) -> None:
+    j = e2e_job(ctx)
+    ctx.results["e2e"] = bench_e2e(ctx.device, j["names"], ctx.args.data, j["images"], j["batch"], j["config"],
+                                   j["overrides"], j["warmup"], j["steps"], j["workers"], ctx.failures, ctx.deadline,
+                                   ctx.progress)

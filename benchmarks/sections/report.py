@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks import package as pkg
+
 SDMP_STEP_TARGET = 0.9      # MoCo v3 + SDMP step rate >= 0.9 x (single-view forward+backward rate) / 3
 GRAPH_TARGET = 1.2          # graph / eager at small batches
 SMALL_BATCH = 64            # "small batches" of the graph target: 32 and 64
@@ -157,15 +159,46 @@ def write_report(out: dict, path: str | Path) -> Path:
         lines += md_table(res["e2e"], ["loader", "status", "images_per_s", "fraction_of_synthetic", "batch",
                                        "warmup_steps", "measured_steps", "window_images_per_s", "warmup_images_per_s",
                                        "fit_images_per_s", "workers", "wall_s", "source"])
+    if "input" in res:
+        lines += ["", "## Input profile: compute ceiling, input ceiling, real rate (sdmp_fast.pretrain --profile-input)",
+                  "", "Per loader, in one process: the step on synthetic views, the loader alone, both; the verdict "
+                  "compares the two ceilings. `real_data_wait_frac`: the host's wait for batches in the real arm.", ""]
+        lines += md_table(res["input"], ["loader", "status", "compute_images_per_s", "input_images_per_s",
+                                         "real_images_per_s", "real_data_wait_frac", "bound", "decode_ms",
+                                         "augment_ms", "verdict", "levers", "batch", "steps", "workers", "wall_s"])
     for section, rows in res.items():
-        if section in ("peak", "step_modes", "single_view", "step_targets", "e2e"):
+        if section in ("peak", "step_modes", "single_view", "step_targets", "e2e", "input"):
             continue
         lines += ["", f"## {section}", ""] + md_table(rows if isinstance(rows, list) else [rows])
     lines += ["", "## Failures", ""] + ([f"- {f}" for f in out.get("failures", [])] or ["none"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    lines += ["", "## Figure", "", write_figure(out, path.with_suffix(".png"))]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def figure_panels(res: dict) -> dict:
+    """{panel: {loader: {series: [images/s]}}}: end-to-end rate per loader beside synthetic's, and the three arms of
+    the input profile per loader."""
+    panels = {}
+    e2e = [r for r in res.get("e2e", []) if r.get("status") == "ok"]
+    if e2e:
+        panels["end-to-end images/s (synthetic = compute only)"] = {r["loader"]: {"images/s": [r["images_per_s"]]}
+                                                                    for r in e2e}
+    rows = [r for r in res.get("input", []) if r.get("status") == "ok"]
+    if rows:
+        panels["input profile images/s"] = {f"{r['loader']}: {r['bound']}": {
+            arm: [r[f"{arm}_images_per_s"]] for arm in ("compute", "input", "real")} for r in rows}
+    return panels
+
+
+def write_figure(out: dict, path: Path) -> str:
+    """The PNG beside the report (images/s per loader against synthetic, the input profile); the Markdown line
+    that shows it, or says why there is none."""
+    env = out["env"]
+    return pkg.bar_png(figure_panels(out["results"]), path, "images/s",
+                       f"throughput, {env.get('gpu') or env.get('device')}, {env.get('date')}")
 
 
 def print_results(out: dict) -> None:

@@ -14,9 +14,10 @@ decay from device scalars (LARS/SGD keep host floats, read from Python lists: no
 is three multi-tensor ops with a device weight (``ema_lerp_``); the shared random decisions (mixing op,
 view swap) come from a host stream without tensors, or, with ``run.cuda_graph``, from a device
 generator. Device values (loss, metrics) are summed on the device and read only every
-``run.log_every`` steps. ``run.cuda_graph`` captures ``step_body`` in one CUDA graph
-(``engine/graph.py``); ``run.compile`` compiles the backbones in place (``SDMP_COMPILE_BACKEND``
-chooses the backend, default inductor).
+``run.log_every`` steps; the data-stall figures (host wait for each batch, on CUDA the device's gaps
+between steps from events: ``engine/telemetry.py``) are read there too. ``run.cuda_graph`` captures
+``step_body`` in one CUDA graph (``engine/graph.py``); ``run.compile`` compiles the backbones in place
+(``SDMP_COMPILE_BACKEND`` chooses the backend, default inductor).
 
 Distributed (torchrun, world > 1): the method is wrapped in DDP (gradients of the student averaged
 over ranks; the teacher has no gradient and is updated identically on every rank by the EMA;
@@ -39,7 +40,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,6 +52,7 @@ from sdmp_fast.engine.optim import build_optimizer, clip_grad_per_param_
 from sdmp_fast.engine.precision import NonFiniteLoss, autocast_context, autocast_dtype
 from sdmp_fast.engine.preempt import Preemption, after_step, fault
 from sdmp_fast.engine.rundir import RunDir
+from sdmp_fast.engine.telemetry import Board, meter_for, postfix
 from sdmp_fast.methods.base import Method
 from sdmp_fast.schedules import at, cosine_to, warmup_cosine
 from sdmp_fast.schema import ConfigError
@@ -66,6 +68,7 @@ class FitResult:
     last_logs: dict
     stopped_early: bool
     preempted: str | None = None  # the signal that stopped the run (its checkpoint is written)
+    data_wait: dict = field(default_factory=dict)  # engine/telemetry.py's figures over the logged intervals
 
 
 class Trainer:
@@ -288,6 +291,7 @@ class Trainer:
                    unit="step", disable=not (progress and main), dynamic_ncols=True, mininterval=1.0)
         t_start, start_step = time.time(), self.step
         self.method.train()
+        self.stalls, self.board = meter_for(self.device), Board(self.rundir.path, cfg.run.tensorboard, self.step)
         self.preempt.install()
         try:
             self._loop(stop_at, spe, bar, t_start)
@@ -295,11 +299,13 @@ class Trainer:
             self.preempt.restore()
             self.preempt.drain()
             bar.close()
+            self.board.close()
         secs = time.time() - t_start
         done = self.step - start_step
         return FitResult(steps_done=done, total_steps=total, seconds=secs,
                          images_per_s=done * cfg.data.batch_size / max(secs, 1e-9), last_logs=self.last_logs,
-                         stopped_early=self.step < total, preempted=self.preempt_stop)
+                         stopped_early=self.step < total, preempted=self.preempt_stop,
+                         data_wait=self.stalls.run_figures())
 
     def _loop(self, stop_at: int, spe: int, bar, t_start: float) -> None:
         cfg = self.cfg
@@ -311,8 +317,8 @@ class Trainer:
         while self.step < stop_at:
             epoch, start_in_epoch = divmod(self.step, spe)
             self.loader.set_epoch(epoch, start_in_epoch)
-            for batch in self.loader:
-                logs = self.train_step(batch.views)
+            for batch in self.stalls.batches(self.loader):  # the wait for each batch is timed
+                logs = self.stalls.step(self.train_step, batch.views)
                 for k, v in logs.items():
                     sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
                 n_sum += 1
@@ -331,7 +337,7 @@ class Trainer:
                     host = self._host
                     last = self.last_logs = {"step": self.step, "epoch": self.step / spe, **vals, "lr": host["lr"][self.step - 1],
                             "momentum": host["momentum"][self.step - 1], "images_per_s": ips,
-                            "elapsed_s": now - t_start}
+                            "elapsed_s": now - t_start, "time": now, **self.stalls.interval(now - t_log)}
                     if self.wd is not None:
                         last["weight_decay"] = host["wd"][self.step - 1]
                     last.update(self.method.step_info())
@@ -340,7 +346,9 @@ class Trainer:
                             f"non-finite loss at step {self.step} ({vals}); last good checkpoint: "
                             f"{self.last_checkpoint or 'none written in this run'}")
                     self.rundir.log(last)
-                    bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", lr=f"{last['lr']:.2e}", ips=f"{ips:.0f}")
+                    self.board.write(last)
+                    bar.set_postfix(loss=f"{vals.get('loss', float('nan')):.4f}", lr=f"{last['lr']:.2e}", ips=f"{ips:.0f}",
+                                    **postfix(last))
                     sums, n_sum, t_log, steps_at_log = {}, 0, now, self.step
                     timed = cfg.run.checkpoint_minutes > 0 and now - t_ckpt >= 60 * cfg.run.checkpoint_minutes
                     timed = dist.broadcast_flag(timed)  # rank 0's clock decides for every rank

@@ -33,6 +33,7 @@ def test_fashion_preset_table_from_real_tiny_runs(image_folder, tmp_path):
     assert "NOT the paper protocol" in md and "NOT the paper's 100 epochs" in md
     assert "73.2 (paper)" in md and "73.8 (paper)" in md and "paired by seed" in md
     assert json.loads(stem.with_suffix(".json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert stem.with_suffix(".png").stat().st_size > 10_000 and "](acc.png)" in md  # the bars beside the tables
     # --collect reads the finished runs (nothing is trained again) and refuses missing ones
     again = accuracy.main(["--preset", "fashion-mnist", "--data", str(image_folder), "--arms", "mocov3", "--seeds", "0",
                            "--collect", "--runs-root", str(tmp_path / "runs"), "--subset-train", "8", "--subset-val",
