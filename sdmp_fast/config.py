@@ -12,13 +12,15 @@ The defaults are the embedded default run: MoCo v3 + SDMP with a tiny ViT on Fas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, dump_yaml, load, markdown_reference, need, to_dict
+from sdmp_fast.schema import (FIXED, FREE, ConfigError, absent, choices, dump_yaml, load, markdown_reference, need,
+                               to_dict)
 
 __all__ = ["ALIASES", "Config", "ConfigError", "Resolved", "SECTIONS", "config_markdown", "dump_yaml", "load_config",
+           "method_interpolation", "with_method_defaults",
            "resolve", "to_dict", "validate"]
 
 
@@ -47,7 +49,15 @@ class DataConfig:
     local_crops: int = field(default=8, metadata={"help": "DINO: local views per image (multi-crop L; DINO + SDMP mixes locals L//2 ... L-1); MoCo v3 ignores it", **FIXED})
     local_size: int = field(default=16, metadata={"help": "DINO: side of the local views in pixels (96 for 224 px global views; 16 for the 32 px default)", **FIXED})
     local_scale: tuple[float, float] = field(default=(0.05, 0.4), metadata={"help": "DINO: RandomResizedCrop area fraction range of the local views", **FIXED})
+    interpolation: str = field(default="auto", metadata={"help": "resize of the training crops (antialiased): 'auto' = the method's recipe, written out when the config is read (DINO: bicubic, its RandomResizedCrop(..., Image.BICUBIC); MoCo v3: bilinear); a run recorded without this key used bilinear", **choices("auto", "bilinear", "bicubic"), **absent("bilinear"), **FIXED})
+    eval_interpolation: str = field(default="auto", metadata={"help": "resize of the evaluation view (resize, centre crop) of the k-NN report, recorded as the evaluation commands' default: 'auto' = the method's (DINO: bicubic, its Resize(256, interpolation=3); MoCo v3: bilinear); a run recorded without this key used bilinear", **choices("auto", "bilinear", "bicubic"), **absent("bilinear"), **FREE})
     augment_impl: str = field(default="torch", metadata={"help": "nvjpeg and ffcv loaders: batched view augmentation 'torch' (sdmp_fast/augment, any device) or 'triton' (sdmp_fast/kernels: a few launches per view size; needs a CUDA GPU)", **choices("torch", "triton"), **FREE})
+
+
+def _pos_resample_absent(recorded: dict) -> str:
+    """What a run recorded before model.pos_resample existed did: DINO runs (the only ones that feed a ViT other
+    sizes) resampled with timm's antialiased call; for the others the key changes nothing, so it is the default."""
+    return "timm" if (recorded.get("method") or {}).get("name") == "dino" else "dino"
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class ModelConfig:
     backbone: str = field(default="vit_tiny_p4", metadata={"help": "backbone name (see --help for the registered ones)", **FIXED})
     drop_path: float = field(default=0.0, metadata={"help": "stochastic depth rate of the ViT blocks", **FIXED})
     channels_last: bool = field(default=True, metadata={"help": "run the backbone in channels-last memory format", **FREE})
+    pos_resample: str = field(default="dino", metadata={"help": "how a ViT with a variable input size (the *_dino and *_dyn backbones) resamples its position table for other grids, e.g. DINO's local crops: 'dino' = DINO's interpolate_pos_encoding (bicubic, no antialiasing, scale factor (n + 0.1) / N); 'timm' = timm's dynamic_img_size (bicubic, antialiased), what DINO runs recorded without this key used", **choices("dino", "timm"), **absent(_pos_resample_absent), **FIXED})
 
 
 @dataclass(frozen=True)
@@ -144,9 +155,25 @@ ALIASES = {"--loader": "data.loader", "--data": "data.path", "--out": "run.out_d
 
 def load_config(config_file: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Defaults < YAML file < overrides (``["section.key=value", ...]`` or a dict), then validated."""
-    cfg = load(Config, config_file, overrides)
+    cfg = with_method_defaults(load(Config, config_file, overrides))
     validate(cfg)
     return cfg
+
+
+def method_interpolation(method: str) -> str:
+    """The resize interpolation of a method's own recipe, for its crops and its evaluation view: bicubic for DINO
+    (main_dino.py, eval_knn.py, eval_linear.py), bilinear for MoCo v3 (torchvision's default in main_moco.py,
+    main_lincls.py) and the others."""
+    return "bicubic" if method == "dino" else "bilinear"
+
+
+def with_method_defaults(cfg: Config) -> Config:
+    """``cfg`` with every 'auto' that means the method's own value written out, so that what is recorded (config.yaml,
+    checkpoints, exports) says what ran."""
+    d = cfg.data
+    auto = method_interpolation(cfg.method.name)
+    return replace(cfg, data=replace(d, interpolation=auto if d.interpolation == "auto" else d.interpolation,
+                                     eval_interpolation=auto if d.eval_interpolation == "auto" else d.eval_interpolation))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -89,7 +89,8 @@ def run(argv: list[str] | None = None) -> dict:
     print(f"[knn] {pre.description} on {data_name} ({len(train)} train images), device {device} -> {out.path}",
           file=sys.stderr)
     report = knn_report({"trained": pre.trained, "random_init": pre.random_init}, train, val, device,
-                        image_size=cfg.data.image_size, mean=cfg.data.mean, std=cfg.data.std,
+                        image_size=cfg.data.image_size, interpolation=cfg.data.eval_interpolation,
+                        mean=cfg.data.mean, std=cfg.data.std,
                         bank=cfg.knn.bank, queries=cfg.knn.queries, k=cfg.knn.k,
                         num_workers=cfg.data.num_workers, temperature=cfg.knn.temperature,
                         batch_size=cfg.data.batch_size, dtype=autocast_dtype(cfg.run.precision, device))

@@ -33,7 +33,7 @@ from sdmp_fast.export import export_backbone
 from sdmp_fast.methods import build_method
 from sdmp_fast.methods.base import method_recipe
 from sdmp_fast.models import build_backbone
-from sdmp_fast.models.common import check_backbone
+from sdmp_fast.models.common import adopt_frozen, check_backbone
 from sdmp_fast.registry import BACKBONES, LOADERS, METHODS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -154,6 +154,7 @@ def run(argv: list[str] | None = None, progress: bool = True) -> dict:
             trainer.load_state_dict(state)
         except ValueError as e:  # what --allow-config-change cannot bridge: another architecture
             raise ConfigError(f"{out.resume}: {e}") from None
+        adopt_frozen(random_init, method.export_backbone().state_dict())  # the k-NN baseline: the run's own step 0
         out.announce_resume("step", trainer.step)
     result = trainer.fit(progress=progress)
     summary = {"out_dir": str(out.path), "steps": trainer.step, "total_steps": res.total_steps,
@@ -185,7 +186,8 @@ def finish(cfg: Config, out: RunDir, method, random_init: torch.nn.Module, train
               "needs (--data DIR with train/ and val/); run.knn=false silences this", file=sys.stderr)
     elif cfg.run.knn:
         knn = knn_report({"trained": copy.deepcopy(method.export_backbone()), "random_init": random_init}, train, val,
-                         device, image_size=cfg.data.image_size, mean=cfg.data.mean, std=cfg.data.std,
+                         device, image_size=cfg.data.image_size, interpolation=cfg.data.eval_interpolation,
+                         mean=cfg.data.mean, std=cfg.data.std,
                          bank=cfg.run.knn_bank, queries=cfg.run.knn_queries, k=cfg.run.knn_k,
                          num_workers=cfg.data.num_workers)
         summary["knn"] = knn

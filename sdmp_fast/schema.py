@@ -282,24 +282,43 @@ def unclassified_keys(cls: type) -> list[str]:
             if f.metadata.get("resume") not in ("fixed", "free")]
 
 
+def absent(value: Any) -> dict:
+    """Field metadata for a key added after runs were recorded without it: ``value`` is what its absence in a recorded
+    config means (the behaviour those runs had), or a function of the recorded config dict giving it. Without this
+    declaration an absent key stands for the field's default."""
+    return {"absent": value}
+
+
+def recorded_value(cls: type, recorded: dict[str, dict[str, Any]], key: str) -> Any:
+    """``section.key`` of a recorded config dict of config class ``cls``; when the record lacks it, what the absence
+    means (:func:`absent`, else the field's default). Tuples come back as lists, as :func:`to_dict` writes them."""
+    sec, name = key.split(".", 1)
+    old = recorded.get(sec) or {}
+    if name in old:
+        value = old[name]
+    else:
+        f = next(f for f in fields(section_classes(cls)[sec]) if f.name == name)
+        value = f.metadata["absent"] if "absent" in f.metadata else f.default
+        value = value(recorded) if callable(value) else value
+    return list(value) if isinstance(value, tuple) else value
+
+
 def changed_fixed_keys(recorded: dict[str, dict[str, Any]], cfg) -> dict[str, tuple[Any, Any]]:
     """``{key: (recorded value, current value)}`` for every :data:`FIXED` key of ``cfg`` whose value differs from
     ``recorded`` (a :func:`to_dict` of the same config class, e.g. from a checkpoint).
 
     The comparison rule, for every command: values are compared as :func:`to_dict` writes them (tuples as lists);
-    a key that ``recorded`` lacks (a field added after that run was written) stands for its declared default,
-    which is the behaviour that run had; a recorded key the class no longer declares is not compared.
+    a key that ``recorded`` lacks (a field added after that run was written) stands for the behaviour that run had:
+    its :func:`absent` declaration, else its default (:func:`recorded_value`); a recorded key the class no longer
+    declares is not compared.
     """
     now = to_dict(cfg)
     changed = {}
     for sec, sc in section_classes(type(cfg)).items():
-        old = recorded.get(sec) or {}
         for f in fields(sc):
             if f.metadata.get("resume") != "fixed":
                 continue
-            default = list(f.default) if isinstance(f.default, tuple) else f.default
-            before = old.get(f.name, default)
-            before = list(before) if isinstance(before, tuple) else before
+            before = recorded_value(type(cfg), recorded, f"{sec}.{f.name}")
             if before != now[sec][f.name]:
                 changed[f"{sec}.{f.name}"] = (before, now[sec][f.name])
     return changed
@@ -317,7 +336,11 @@ def markdown_reference(cls: type, intro: list[str]) -> str:
             helptext = f.metadata.get("help", "")
             if f.metadata.get("choices"):
                 helptext += " (one of: " + ", ".join(f.metadata["choices"]) + ")"
+            resume = f.metadata.get("resume", "?")
+            if "absent" in f.metadata:  # what older records without the key mean
+                was = f.metadata["absent"]
+                resume += "; absent = " + ("see meaning" if callable(was) else f"`{was!r}`")
             lines.append(f"| `{name}.{f.name}` | {type_name(field_type(sec, f.name))} | `{default!r}` | "
-                         f"{f.metadata.get('resume', '?')} | {helptext} |")
+                         f"{resume} | {helptext} |")
         lines.append("")
     return "\n".join(lines)

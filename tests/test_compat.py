@@ -14,6 +14,10 @@ per-tensor sums and maxima of the final method state, the k-NN and linear result
     linear --pretrained backbone.pt --data IMGS --cached-features run.epochs=3 data.batch_size=12 run.threads=1
            data.num_workers=0 run.stop_after=1, then --resume auto
 
+A DINO run from before model.pos_resample and data.interpolation existed (timm's antialiased position-table
+resampling, bilinear crops) continues only with those values, which the refused start names
+(``LEGACY_DINO``); without them the resume is refused, and a new start would differ.
+
 What a refactor can break is the state-dict key names, the layout of the random-stream state and the
 recorded config dicts; any of those changes the continued run by far more than the bound used here
 (1e-6 relative; with one thread the continuation is bit-exact on the machine that wrote the fixtures).
@@ -26,6 +30,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdmp_fast.schema import ConfigError
+
 FIX = Path(__file__).parent / "fixtures" / "compat"
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = json.loads((FIX / "expected.json").read_text())
@@ -37,6 +43,10 @@ RUNS = {"mocov3_sdmp": ["sdmp.enabled=true"],
                       "method.dino_bottleneck_dim=16", "sdmp.enabled=true", "method.warmup_teacher_temp_epochs=0",
                       "optim.weight_decay_end=0.2", "optim.clip_grad=3.0", "optim.clip_mode=per_param",
                       "method.freeze_last_layer=0"]}
+
+
+# what a DINO run recorded before these keys existed did (their absence in its config means these values)
+LEGACY_DINO = ["data.interpolation=bilinear", "model.pos_resample=timm"]
 
 
 def close(a: float, b: float) -> bool:
@@ -60,7 +70,14 @@ def test_old_pretraining_checkpoint_resumes_exactly(name, tmp_path, one_thread):
     for f in (FIX / name).glob("*.pt"):
         shutil.copy(f, out / "checkpoints" / f.name)
     shutil.copy(FIX / name / "config.yaml", out / "config.yaml")
-    summary = run(["--out", str(out), "--resume", "auto", *COMMON, *RUNS[name]], progress=False)
+    args = ["--out", str(out), "--resume", "auto", *COMMON, *RUNS[name]]
+    if name.startswith("dino"):
+        with pytest.raises(ConfigError) as e:  # today's DINO defaults would change the run: refused, nothing written
+            run(args, progress=False)
+        assert f"run with the checkpoint's values (add: {' '.join(LEGACY_DINO)})" in str(e.value)
+        assert not (out / "metrics.jsonl").exists()
+        args += LEGACY_DINO
+    summary = run(args, progress=False)
     want = EXPECTED[name]
     assert summary["steps"] == want["final_step"] == 4
     got = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -2,15 +2,28 @@ from pathlib import Path
 
 import pytest
 
-from sdmp_fast.config import Config, ConfigError, config_markdown, dump_yaml, load_config, resolve, to_dict
+from sdmp_fast.config import (Config, ConfigError, config_markdown, dump_yaml, load_config, resolve, to_dict,
+                              with_method_defaults)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_are_the_embedded_run():
     cfg = load_config()
-    assert cfg == Config()
+    assert cfg == with_method_defaults(Config())
     assert cfg.method.name == "mocov3" and cfg.sdmp.enabled and cfg.data.path == ""
+
+
+@pytest.mark.parametrize("method, interpolation", [("mocov3", "bilinear"), ("dino", "bicubic")])
+def test_auto_interpolation_is_the_methods_and_written_out(method, interpolation):
+    """MoCo v3 resizes crops and evaluation views bilinearly, DINO bicubically; 'auto' is recorded as what ran."""
+    cfg = load_config(overrides=[f"method.name={method}"])
+    assert (cfg.data.interpolation, cfg.data.eval_interpolation) == (interpolation, interpolation)
+    assert "interpolation: auto" not in dump_yaml(cfg)
+    cfg = load_config(overrides=[f"method.name={method}", "data.interpolation=bicubic", "data.eval_interpolation=bilinear"])
+    assert (cfg.data.interpolation, cfg.data.eval_interpolation) == ("bicubic", "bilinear")
+    with pytest.raises(ConfigError, match="data.interpolation.*choose one of auto, bilinear, bicubic"):
+        load_config(overrides=["data.interpolation=nearest"])
 
 
 def test_precedence_defaults_yaml_cli(tmp_path):
@@ -113,6 +126,7 @@ def test_dino_configs_follow_the_recipe():
         assert (c.method.name, c.model.backbone, c.data.batch_size, c.run.epochs) == ("dino", "vit_small_dino", 1024, 300)
         assert (c.data.image_size, c.data.local_size, c.data.local_crops) == (224, 96, 8)
         assert c.data.global_scale == (0.4, 1.0) and c.data.local_scale == (0.05, 0.4)
+        assert (c.data.interpolation, c.data.eval_interpolation, c.model.pos_resample) == ("bicubic", "bicubic", "dino")
         assert (c.optim.lr, c.optim.min_lr, c.optim.warmup_epochs) == (5e-4, 1e-6, 10)
         assert (c.optim.weight_decay, c.optim.weight_decay_end, c.optim.clip_grad, c.optim.clip_mode) == (0.04, 0.4, 3.0, "per_param")
         assert (c.model.drop_path, c.method.momentum, c.method.momentum_final) == (0.1, 0.996, 1.0)
@@ -126,3 +140,6 @@ def test_dino_configs_follow_the_recipe():
             assert (c.run.epochs, c.data.local_crops, c.sdmp.enabled) == (100, L, sdmp)
             assert (c.method.teacher_temp, c.method.norm_last_layer) == (0.04, True)
             assert c.sdmp.mix_global_student == (sdmp and L == 0)
+            assert c.data.batch_size == 1024 and c.data.interpolation == c.data.eval_interpolation == "bicubic"
+            # without local crops DINO advises a wider global crop scale (main_dino.py --global_crops_scale help)
+            assert c.data.global_scale == ((0.14, 1.0) if L == 0 else (0.4, 1.0))

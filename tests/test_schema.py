@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sdmp_fast.schema import (FIXED, FREE, ConfigError, changed_fixed_keys, choices, dump_yaml, load,
-                              markdown_reference, need, to_dict, unclassified_keys)
+from sdmp_fast.schema import (FIXED, FREE, ConfigError, absent, changed_fixed_keys, choices, dump_yaml, load,
+                              markdown_reference, need, recorded_value, to_dict, unclassified_keys)
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Steps:
     span: tuple[float, float] = field(default=(0.1, 0.9), metadata={"help": "a range", **FIXED})
     log_every: int = field(default=1, metadata={"help": "logging", **FREE})
     added: str = field(default="old", metadata={"help": "a key added after some runs were written", **FIXED})
+    changed: str = field(default="new", metadata={"help": "a key whose default differs from what older runs did",
+                                                  **absent(lambda rec: "old" if rec["run"]["steps"] == 4 else "new"),
+                                                  **FIXED})
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,14 @@ def test_changed_fixed_keys_follow_the_declarations_and_missing_keys_are_their_d
     assert changed_fixed_keys(recorded, now) == {"run.steps": (4, 5)}  # a free key changes freely; tuples as lists
     # a run written before run.added existed (and with a key since removed) had the default's behaviour
     old = {"run": {"steps": 4, "span": [0.1, 0.9], "log_every": 1, "removed": 3}}
-    assert changed_fixed_keys(old, Resumable()) == {}
-    assert changed_fixed_keys(old, load(Resumable, overrides=["run.added=new"])) == {"run.added": ("old", "new")}
+    assert changed_fixed_keys(old, load(Resumable, overrides=["run.changed=old"])) == {}
+    assert changed_fixed_keys(old, load(Resumable, overrides=["run.added=new", "run.changed=old"])) == {
+        "run.added": ("old", "new")}
+    # ... or, where declared, what its absence means (here a function of the record), not the new default
+    assert changed_fixed_keys(old, Resumable()) == {"run.changed": ("old", "new")}
+    assert recorded_value(Resumable, old, "run.changed") == "old" and recorded_value(Resumable, old, "run.span") == [
+        0.1, 0.9]
+    assert recorded_value(Resumable, {"run": {"steps": 5}}, "run.changed") == "new"
     assert unclassified_keys(Resumable) == [] and unclassified_keys(Tiny) == [f"part.{k}" for k in
                                                                             ("size", "mode", "span", "names", "on")]
 

@@ -7,25 +7,33 @@ from typing import Sequence
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
 
 from sdmp_fast.data.folders import DataError, Split
+
+MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Deterministic evaluation view: resize the short side to ``resize``, centre crop ``size``."""
+    """Deterministic evaluation view: resize the short side to ``resize`` (antialiased ``interpolation``: bilinear
+    or bicubic), centre crop ``size``."""
     size: int
     resize: int
+    interpolation: str = "bilinear"
 
 
-def eval_spec(size: int) -> EvalSpec:
-    """Resize 256 / centre crop 224, scaled to ``size``.
+def eval_spec(size: int, interpolation: str = "bilinear") -> EvalSpec:
+    """Resize 256 / centre crop 224, scaled to ``size``; ``interpolation`` is the method's (DINO's evaluation:
+    bicubic, ``Resize(256, interpolation=3)``; MoCo v3's: bilinear).
 
     Below 64 px (Fashion-MNIST, CIFAR) the whole image is resized to ``size`` without a crop: the
     objects fill those images and a 224/256 centre crop would cut them.
     """
+    if interpolation not in MODES:
+        raise ValueError(f"evaluation interpolation {interpolation!r}: choose one of {', '.join(MODES)}")
     resize = size if size < 64 else int(round(size * 256 / 224))
-    return EvalSpec(size=size, resize=resize)
+    return EvalSpec(size=size, resize=resize, interpolation=interpolation)
 
 
 def decode_rgb(path: str) -> torch.Tensor:
@@ -42,10 +50,11 @@ def decode_rgb(path: str) -> torch.Tensor:
 
 def apply_eval(img: torch.Tensor, spec: EvalSpec, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Deterministic evaluation view: resize the short side, centre crop, normalise."""
+    mode = MODES[spec.interpolation]
     if spec.resize == spec.size:
-        x = TF.resize(img, [spec.size, spec.size], antialias=True)
+        x = TF.resize(img, [spec.size, spec.size], interpolation=mode, antialias=True)
     else:
-        x = TF.center_crop(TF.resize(img, spec.resize, antialias=True), [spec.size, spec.size])
+        x = TF.center_crop(TF.resize(img, spec.resize, interpolation=mode, antialias=True), [spec.size, spec.size])
     return (x.float().div_(255) - mean) / std
 
 

@@ -93,8 +93,10 @@ class RunDir:
             return state
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
         if not allow_change:
+            keep = " ".join(f"{k}={old if isinstance(old, str) else json.dumps(old, separators=(',', ':'))}"
+                            for k, (old, _) in changed.items())
             raise ConfigError(f"cannot resume {self.resume}: this start changes {what}, which change the run's "
-                              "mathematics or data order; run with the checkpoint's values, or add "
+                              f"mathematics or data order; run with the checkpoint's values (add: {keep}), or add "
                               "--allow-config-change to continue with the new ones (recorded in the run directory)")
         self.config_changes = {"resumed_from": str(self.resume), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "changed": {k: {"was": old, "now": new} for k, (old, new) in changed.items()}}

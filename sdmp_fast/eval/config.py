@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from loaders import evaluation_loaders
 from sdmp_fast import dist
-from sdmp_fast.config import DataConfig
-from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, need
+from sdmp_fast.config import Config, DataConfig
+from sdmp_fast.schema import FIXED, FREE, ConfigError, absent, choices, need, recorded_value
 
 
 # ----------------------------------------------------------------------------- shared sections
@@ -31,6 +31,7 @@ class EvalData:
     cache_dir: str = field(default="", metadata={"help": "where derived data (Fashion-MNIST JPEG folder, CIFAR PNG folders) is cached; empty = the pretraining run's, else $SDMP_CACHE or ~/.cache/sdmp_fast", **FREE})
     class_subset: str = field(default="", metadata={"help": "text file of class folder names, one per line (ImageNet-100): train and val keep those classes, labels renumbered in sorted name order; empty = the pretraining run's when data.path is its data, else all classes; 'all' = every class", **FIXED})
     skip_corrupt: bool = field(default=False, metadata={"help": "skip unreadable images (and report how many) instead of failing with their paths", **FREE})
+    eval_interpolation: str = field(default="", metadata={"help": "resize of the evaluation view (resize, centre crop; antialiased): empty = the pretraining run's data.eval_interpolation (DINO: bicubic, MoCo v3: bilinear; runs recorded without that key: bilinear); evaluations recorded without this key used bilinear", **choices("", "bilinear", "bicubic"), **absent("bilinear"), **FIXED})
     batch_size: int = field(default=256, metadata={"help": "global batch size (all ranks together)", **FIXED})
     num_workers: int = field(default=2, metadata={"help": "data loading processes per rank (0 = in the main process)", **FREE})
 
@@ -102,8 +103,9 @@ def validate_run(r: EvalRun) -> None:
 
 
 def fill_data_defaults(d: EvalData, pretrain_config: dict | None) -> EvalData:
-    """Replace 'as pretrained' values (empty path, size 0, empty mean/std, empty cache_dir, and an empty class subset
-    when the data is the pretraining run's) by the recorded ones; ``data.class_subset = all`` becomes empty."""
+    """Replace 'as pretrained' values (empty path, size 0, empty mean/std, empty cache_dir, empty eval_interpolation,
+    and an empty class subset when the data is the pretraining run's) by the recorded ones; ``data.class_subset = all``
+    becomes empty."""
     rec = (pretrain_config or {}).get("data", {})
     base = DataConfig()
     same_data = not d.path or d.path == rec.get("path", base.path)
@@ -114,5 +116,6 @@ def fill_data_defaults(d: EvalData, pretrain_config: dict | None) -> EvalData:
         class_subset="" if subset == "all" else subset,
         cache_dir=d.cache_dir or rec.get("cache_dir", base.cache_dir),
         image_size=d.image_size or int(rec.get("image_size", base.image_size)),
+        eval_interpolation=d.eval_interpolation or recorded_value(Config, pretrain_config or {}, "data.eval_interpolation"),
         mean=tuple(d.mean or rec.get("mean", base.mean)),
         std=tuple(d.std or rec.get("std", base.std)))

@@ -177,8 +177,8 @@ def evaluate(arms: Arms, val: Split, data: EvalData, device: torch.device, dtype
     classes are some of the training classes)."""
     was = arms.training
     arms.eval()
-    batches = eval_batches(val, dist.rank_block(len(val)), eval_spec(data.image_size), data.mean, data.std,
-                           max(1, data.batch_size // dist.get_world()), data.num_workers)
+    batches = eval_batches(val, dist.rank_block(len(val)), eval_spec(data.image_size, data.eval_interpolation),
+                           data.mean, data.std, max(1, data.batch_size // dist.get_world()), data.num_workers)
     counts = torch.zeros(len(arms.arms), 2, device=device)
     for x, y in batches:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -61,7 +61,7 @@ def knn_accuracy(backbone: nn.Module, bank_batches: Iterable, query_batches: Ite
 
 
 def knn_report(models: dict[str, nn.Module], train: Split, val: Split | None, device: torch.device, *,
-               image_size: int, mean, std, bank: int, queries: int, k: int, num_workers: int,
+               image_size: int, interpolation: str, mean, std, bank: int, queries: int, k: int, num_workers: int,
                temperature: float = 0.07, batch_size: int = 256, dtype: torch.dtype = torch.float32) -> dict:
     """k-NN accuracy of each model (``{"trained": ..., "random_init": ...}``) on one fixed bank and query set.
 
@@ -83,7 +83,7 @@ def knn_report(models: dict[str, nn.Module], train: Split, val: Split | None, de
         query_name = "held-out train images (no val split)"
     if not query_idx:
         raise DataError("k-NN: no query images left; lower the bank size (run.knn_bank / knn.bank) or add a val split")
-    spec = eval_spec(image_size)
+    spec = eval_spec(image_size, interpolation)
     out = {"k": k, "bank": len(bank_idx), "queries": len(query_idx), "query_set": query_name}
     for name, model in models.items():
         model = model.to(device)

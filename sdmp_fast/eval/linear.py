@@ -129,7 +129,7 @@ def extract(backbones: dict[str, torch.nn.Module], split: Split, data: EvalData,
             dtype: torch.dtype, desc: str, progress: bool) -> dict[str, torch.Tensor]:
     """Features ``{arm: [N, D]}`` of the evaluation view of every image of ``split`` (each rank its share, then gathered)."""
     block = dist.rank_block(len(split))
-    batches = eval_batches(split, block, eval_spec(data.image_size), data.mean, data.std,
+    batches = eval_batches(split, block, eval_spec(data.image_size, data.eval_interpolation), data.mean, data.std,
                            max(1, data.batch_size // dist.get_world()), data.num_workers)
     feats: dict[str, list[torch.Tensor]] = {arm: [] for arm in backbones}
     for x, _ in tqdm(batches, desc=desc, unit="batch", disable=not (progress and dist.is_main()), dynamic_ncols=True,

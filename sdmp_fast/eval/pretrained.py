@@ -6,10 +6,12 @@ the resolved pretraining config, whose data settings are the evaluation defaults
 
 Every evaluation reports the same architecture at random initialisation beside the trained backbone,
 as pretraining's k-NN report does. When the export records ``model.backbone`` and ``run.seed``, the
-random-init weights are drawn by that registry builder after ``torch.manual_seed(run.seed)``: the very
-initialisation pretraining started from (for MoCo v3-form ViTs that includes the fixed sin-cos position
-embedding and the frozen random patch projection). Otherwise: ``timm.create_model(model_name,
-**model_kwargs)`` after ``torch.manual_seed(seed)``. Both arms are plain timm models of the same class.
+random-init weights are drawn by that registry builder (with the recorded ``model.pos_resample``) after
+``torch.manual_seed(run.seed)``, and its frozen parameters (MoCo v3-form ViTs: the fixed sin-cos position table and
+the frozen random patch projection) are taken from the export, which holds them as they were at step 0: the very
+initialisation pretraining started from, also for runs whose table was built before its definition changed.
+Otherwise: ``timm.create_model(model_name, **model_kwargs)`` after ``torch.manual_seed(seed)``. Both arms are timm
+models of the same class.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import timm
 import torch
 from torch import nn
 
+from sdmp_fast.config import Config
 from sdmp_fast.export import backbone_from_export, load_export
-from sdmp_fast.schema import ConfigError
+from sdmp_fast.models.common import adopt_frozen, backbone_kwargs
+from sdmp_fast.schema import ConfigError, recorded_value
 
 
 @dataclass
@@ -79,12 +83,14 @@ def build_random_init(d: dict) -> tuple[nn.Module, str]:
     name = cfg.get("model", {}).get("backbone")
     if name in BACKBONES:
         torch.manual_seed(seed)
-        built = BACKBONES.build(name, img_size=int(cfg.get("data", {}).get("image_size", 224)),
-                                drop_path=float(cfg.get("model", {}).get("drop_path", 0.0)))
+        built = BACKBONES.build(name, **backbone_kwargs(
+            name, int(cfg.get("data", {}).get("image_size", 224)), float(cfg.get("model", {}).get("drop_path", 0.0)),
+            recorded_value(Config, cfg, "model.pos_resample")))
         spec = getattr(built, "sdmp_spec", None)
         if spec is not None and spec.timm_name == d["model_name"] and dict(spec.kwargs) == dict(d["model_kwargs"]):
             model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])
-            model.load_state_dict(built.state_dict(), strict=True)  # a plain timm model, like the trained one
+            adopt_frozen(built, d["state_dict"])
+            model.load_state_dict(built.state_dict(), strict=True)  # the timm class of the trained one
             return model, f"model.backbone={name} built at seed {seed} (pretraining's initialisation)"
     torch.manual_seed(seed)
     model = timm.create_model(d["model_name"], pretrained=False, **d["model_kwargs"])

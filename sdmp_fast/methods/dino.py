@@ -117,7 +117,8 @@ class DINO(Method):
     @staticmethod
     def recipe(cfg) -> Recipe:
         d = cfg.data
-        return dino_recipe(d.image_size, d.local_size, d.local_crops, d.global_scale, d.local_scale, d.mean, d.std)
+        return dino_recipe(d.image_size, d.local_size, d.local_crops, d.global_scale, d.local_scale, d.mean, d.std,
+                           interpolation=d.interpolation)
 
     # ------------------------------------------------------------------ trainer hooks
 

@@ -87,7 +87,8 @@ class MoCoV3(Method):
     @staticmethod
     def recipe(cfg) -> Recipe:
         views = 4 if cfg.sdmp.enabled and cfg.sdmp.variant == "extra" else 2
-        return mocov3_recipe(cfg.data.image_size, cfg.data.crop_min, cfg.data.mean, cfg.data.std, num_views=views)
+        return mocov3_recipe(cfg.data.image_size, cfg.data.crop_min, cfg.data.mean, cfg.data.std, num_views=views,
+                             interpolation=cfg.data.interpolation)
 
     def student_parameters(self) -> list[nn.Parameter]:
         return list(self.student.parameters())

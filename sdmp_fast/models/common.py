@@ -48,10 +48,35 @@ def check_backbone(cfg) -> None:
                               f"{lo or patch} or {lo + patch}")
 
 
+def adopt_frozen(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy into ``model``'s frozen parameters (``requires_grad`` False: MoCo v3's sin-cos table and patch projection)
+    their values in ``state_dict``, a trained copy of the same backbone.
+
+    A frozen parameter never leaves its initial value (the EMA of two equal values is that value), so the trained
+    copy holds the run's own initialisation of it; a rebuild may not (the sin-cos table's channel order changed in
+    2026-12: runs before it keep theirs). Used for the random-init twin of a trained backbone.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not p.requires_grad and name in state_dict and state_dict[name].shape == p.shape:
+                p.copy_(state_dict[name])
+    return model
+
+
+def backbone_kwargs(name: str, image_size: int, drop_path: float, pos_resample: str) -> dict[str, Any]:
+    """The registry builder's kwargs for backbone ``name``: ``pos_resample`` goes to the variable-size ViTs only
+    (registry ``meta={"dynamic": True}``), which are the ones that resample a position table."""
+    kw: dict[str, Any] = dict(img_size=image_size, drop_path=drop_path)
+    if (BACKBONES.meta(name) or {}).get("dynamic"):
+        kw["pos_resample"] = pos_resample
+    return kw
+
+
 def build_backbone(cfg) -> nn.Module:
     """Build ``model.backbone`` for ``data.image_size`` (the only place that reads the model config)."""
     check_backbone(cfg)
-    model = BACKBONES.build(cfg.model.backbone, img_size=cfg.data.image_size, drop_path=cfg.model.drop_path)
+    model = BACKBONES.build(cfg.model.backbone, **backbone_kwargs(cfg.model.backbone, cfg.data.image_size,
+                                                                  cfg.model.drop_path, cfg.model.pos_resample))
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

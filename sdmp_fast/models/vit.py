@@ -11,10 +11,12 @@ and init are changed, so the exported state dict loads into ``timm.create_model(
 DINO (Emerging Properties in Self-Supervised Vision Transformers, Caron et al. 2021) keeps the DeiT
 ViT: a learned position embedding, a trained patch projection, 6 heads for ViT-S/16, drop-path, and
 truncated-normal (std 0.02) init of the linears, the position embedding and the class token. Its local
-crops (96 px for 224 px globals) need the position embedding interpolated to the smaller grid: the
-``*_dino`` backbones are built with timm's ``dynamic_img_size=True``, which resamples it bicubically
-per forward (timm's resampling, with antialiasing when shrinking; DINO's own code interpolates
-without it). The recorded kwargs include ``dynamic_img_size``, so an export rebuilds the same model.
+crops (96 px for 224 px globals) need the position embedding resampled to the smaller grid: the ``*_dino``
+backbones (and ``vit_tiny_p4_dyn``) take any multiple of the patch size (``dynamic_img_size=True``) and resample
+as ``model.pos_resample`` says: ``dino`` builds ``models.pos_embed.ResampledViT`` (timm name
+``vit_dino_resample``, DINO's bicubic call without antialiasing), ``timm`` the plain timm model (its antialiased
+resampling, what runs recorded before the key existed used). The export records the timm name and every
+constructor kwarg, so it rebuilds the same model.
 """
 from __future__ import annotations
 
@@ -26,18 +28,7 @@ from torch import nn
 from sdmp_fast.registry import BACKBONES
 
 from sdmp_fast.models.common import BackboneSpec, create_timm
-
-
-def sincos_pos_embed(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """Fixed 2-D sin-cos embedding ``[grid_h * grid_w, dim]`` (dim divisible by 4): sin/cos of w, then of h."""
-    if dim % 4:
-        raise ValueError(f"sin-cos position embedding needs dim % 4 == 0, got {dim}")
-    ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64), indexing="ij")
-    quarter = dim // 4
-    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    out_w = xs.reshape(-1, 1) * omega
-    out_h = ys.reshape(-1, 1) * omega
-    return torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1).float()
+from sdmp_fast.models.pos_embed import sincos_pos_embed
 
 
 def apply_mocov3_form(model: nn.Module) -> nn.Module:
@@ -97,41 +88,58 @@ def apply_dino_form(model: nn.Module) -> nn.Module:
     return model
 
 
-def _dino_vit(timm_name: str, img_size: int, drop_path: float, **kw) -> nn.Module:
-    spec = BackboneSpec(timm_name, dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path,
-                                        dynamic_img_size=True, **kw))
-    return apply_dino_form(create_timm(spec))
+# The variable-size ViTs: (timm model, its kwargs) as built before model.pos_resample existed (pos_resample=timm),
+# and the full architecture kwargs of vit_dino_resample, which has no defaults of its own to fall back on.
+_TINY_P4 = dict(patch_size=4, embed_dim=128, depth=4, num_heads=4)
+# name: (timm name, vit_dino_resample's architecture kwargs, the timm name's kwargs)
+_DYNAMIC = {"vit_tiny_p4_dino": ("vit_tiny_patch16_224", _TINY_P4, _TINY_P4),
+            "vit_tiny_p4_dyn": ("vit_tiny_patch16_224", _TINY_P4, _TINY_P4),
+            "vit_small_dino": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+                               dict(num_heads=6)),
+            "vit_base_dino": ("vit_base_patch16_224", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), {})}
 
 
-@BACKBONES.register("vit_tiny_p4_dino", meta={"patch": 4}, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
-                                               "(learned pos-embed, interpolated for 16 px local crops)")
-def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
-    return _dino_vit("vit_tiny_patch16_224", img_size, drop_path, patch_size=4, embed_dim=128, depth=4, num_heads=4)
+def _dynamic_vit(name: str, img_size: int, drop_path: float, pos_resample: str) -> nn.Module:
+    """Backbone ``name`` for any multiple of its patch size, its position table resampled per ``pos_resample``."""
+    timm_name, arch, timm_kw = _DYNAMIC[name]
+    common = dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path, dynamic_img_size=True)
+    if pos_resample == "dino":
+        return create_timm(BackboneSpec("vit_dino_resample", {**common, **arch}))
+    if pos_resample == "timm":  # the spec runs recorded before model.pos_resample have (their exports rebuild it)
+        return create_timm(BackboneSpec(timm_name, {**common, **timm_kw}))
+    raise ValueError(f"pos_resample = {pos_resample!r}: choose dino or timm")
 
 
-@BACKBONES.register("vit_tiny_p4_dyn", meta={"patch": 4}, help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
-                                              "patch projection) that also takes 16 px local crops (pos-embed "
-                                              "interpolated): the CPU DINO recipe's backbone")
-def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0) -> nn.Module:
+DYNAMIC_META = {"patch": 4, "dynamic": True}
+
+
+@BACKBONES.register("vit_tiny_p4_dino", meta=DYNAMIC_META, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
+                                                  "(learned pos-embed, resampled for 16 px local crops)")
+def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
+    return apply_dino_form(_dynamic_vit("vit_tiny_p4_dino", img_size, drop_path, pos_resample))
+
+
+@BACKBONES.register("vit_tiny_p4_dyn", meta=DYNAMIC_META, help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
+                                                 "patch projection) that also takes 16 px local crops (pos-embed "
+                                                 "resampled): the CPU DINO recipe's backbone")
+def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
     """MoCo v3's stabilisers on a variable-size tiny ViT, for the short CPU DINO runs.
 
     Decision (docs/method.md): with DINO's own form (learned position embedding and patch projection,
     truncated-normal init) the tiny ViT did not learn within the CPU budget (k-NN at or below random
     init in every recipe tried); with the fixed sin-cos table and frozen random patch projection it does.
-    The sin-cos table is stored in the (frozen) position embedding, which timm resamples for 16 px crops.
+    The sin-cos table is stored in the (frozen) position embedding, resampled for 16 px crops.
     """
-    spec = BackboneSpec("vit_tiny_patch16_224", dict(img_size=img_size, num_classes=0, drop_path_rate=drop_path,
-                                                     dynamic_img_size=True, patch_size=4, embed_dim=128, depth=4,
-                                                     num_heads=4))
-    return apply_mocov3_form(create_timm(spec))
+    return apply_mocov3_form(_dynamic_vit("vit_tiny_p4_dyn", img_size, drop_path, pos_resample))
 
 
-@BACKBONES.register("vit_small_dino", meta={"patch": 16}, help="ViT-S/16, DINO form (6 heads, learned pos-embed interpolated for local crops, "
-                                             "drop-path)")
-def vit_small_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
-    return _dino_vit("vit_small_patch16_224", img_size, drop_path, num_heads=6)
+@BACKBONES.register("vit_small_dino", meta={"patch": 16, "dynamic": True}, help="ViT-S/16, DINO form (6 heads, learned pos-embed resampled for local "
+                                                                 "crops, drop-path)")
+def vit_small_dino(img_size: int = 224, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
+    return apply_dino_form(_dynamic_vit("vit_small_dino", img_size, drop_path, pos_resample))
 
 
-@BACKBONES.register("vit_base_dino", meta={"patch": 16}, help="ViT-B/16, DINO form (learned pos-embed interpolated for local crops, drop-path)")
-def vit_base_dino(img_size: int = 224, drop_path: float = 0.0) -> nn.Module:
-    return _dino_vit("vit_base_patch16_224", img_size, drop_path)
+@BACKBONES.register("vit_base_dino", meta={"patch": 16, "dynamic": True}, help="ViT-B/16, DINO form (learned pos-embed resampled for local crops, "
+                                                                "drop-path)")
+def vit_base_dino(img_size: int = 224, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
+    return apply_dino_form(_dynamic_vit("vit_base_dino", img_size, drop_path, pos_resample))

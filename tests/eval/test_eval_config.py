@@ -19,3 +19,15 @@ def test_only_the_loaders_declared_for_evaluation_are_accepted():
     for name in ("dali", "nvjpeg", "ffcv", "synthetic"):
         with pytest.raises(ConfigError, match=f"data.loader = '{name}'.*supported: torch\\); use --loader torch"):
             validate_data(EvalData(loader=name))
+
+
+def test_eval_interpolation_follows_the_pretraining_record():
+    """A DINO run's evaluations resize bicubically, a MoCo v3 run's bilinearly; a record from before the key: bilinear."""
+    from sdmp_fast.config import load_config, to_dict
+    dino, moco = (to_dict(load_config(overrides=[f"method.name={m}"])) for m in ("dino", "mocov3"))
+    assert fill_data_defaults(EvalData(), dino).eval_interpolation == "bicubic"
+    assert fill_data_defaults(EvalData(), moco).eval_interpolation == "bilinear"
+    old = {k: v for k, v in dino["data"].items() if k != "eval_interpolation"}
+    assert fill_data_defaults(EvalData(), {**dino, "data": old}).eval_interpolation == "bilinear"
+    assert fill_data_defaults(EvalData(), None).eval_interpolation == "bilinear"
+    assert fill_data_defaults(EvalData(eval_interpolation="bilinear"), dino).eval_interpolation == "bilinear"
