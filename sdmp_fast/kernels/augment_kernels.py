@@ -108,6 +108,15 @@ def _filter(d, CUBIC: tl.constexpr):
 
 
 @triton.jit
+def _reach(stretch, CUBIC: tl.constexpr):
+    """How far the stretched filter reaches on each side, in input pixels: its support (1, cubic 2) x stretch."""
+    if CUBIC:
+        return 2.0 * stretch
+    else:
+        return stretch
+
+
+@triton.jit
 def _tap_weight(pos, center, stretch, end, CUBIC: tl.constexpr):
     """augment._aa_weights' filter at integer positions ``pos`` (pixel centres pos + 0.5), cut at ``end``."""
     return tl.where(pos < end, _filter(tl.abs(pos.to(tl.float32) + 0.5 - center) / stretch, CUBIC), 0.0)
@@ -165,30 +174,24 @@ def crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
     width = tl.load(box_ptr + 3 * N + n).to(tl.int32)
     base = img_ptr + (n % B).to(tl.int64) * sib
     # augment._aa_weights per axis: centre of each output pixel in input coordinates, filter stretched when
-    # downscaling (its reach: `support` = 1 or 2 filter units), taps from the first pixel it can reach, cut at
-    # the box
-    if CUBIC:
-        support = 2.0
-    else:
-        support = 1.0
+    # downscaling, taps from the first pixel it can reach, cut at the box
     scale_y = height.to(tl.float32) / S
     scale_x = width.to(tl.float32) / S
     stretch_y = tl.maximum(scale_y, 1.0)
     stretch_x = tl.maximum(scale_x, 1.0)
     cy = top.to(tl.float32) + scale_y * (oy.to(tl.float32) + 0.5)
     cx = left.to(tl.float32) + scale_x * (ox.to(tl.float32) + 0.5)
-    y_lo = tl.maximum(tl.floor(cy - support * stretch_y).to(tl.int32), top)
-    x_lo = tl.maximum(tl.floor(cx - support * stretch_x).to(tl.int32), left)
+    y_lo = tl.maximum(tl.floor(cy - _reach(stretch_y, CUBIC)).to(tl.int32), top)
+    x_lo = tl.maximum(tl.floor(cx - _reach(stretch_x, CUBIC)).to(tl.int32), left)
     y_end = top + height
     x_end = left + width
-    # column taps as a [BLOCK, KX] tile, normalised once; KX >= floor(2 * support * stretch) + 2 covers every
-    # nonzero tap
+    # column taps as a [BLOCK, KX] tile, normalised once; KX >= floor(2 * reach) + 2 covers every nonzero tap
     xs = x_lo[:, None] + tl.arange(0, KX)[None, :]
     wx = _tap_weight(xs, cx[:, None], stretch_x, x_end, CUBIC)
     wx = wx / tl.sum(wx, axis=1)[:, None]
     col_ok = live[:, None] & (xs < x_end)
     cols = xs * siw
-    ky = tl.floor(2.0 * support * stretch_y).to(tl.int32) + 2  # row taps of this sample, same cover
+    ky = tl.floor(2.0 * _reach(stretch_y, CUBIC)).to(tl.int32) + 2  # row taps of this sample, same cover
     # The loops have a runtime bound, so they are `while` loops: triton 3.6's interpreter cannot take a tensor as
     # the bound of `range` (it holds scalars as 1-element arrays); compiled, it is the same loop (scf.while).
     sum_y = tl.zeros([BLOCK], dtype=tl.float32)
