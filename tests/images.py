@@ -83,7 +83,8 @@ def edges_image(h: int, w: int) -> torch.Tensor:
     return img.round().clamp(0, 255).to(torch.uint8)
 
 
-def pil_resized_crop(img: torch.Tensor, box: tuple[int, int, int, int], size: int, interpolation: str) -> torch.Tensor:
+def pil_resized_crop(img: torch.Tensor, box: tuple[int, int, int, int], size: int,
+                     interpolation: str) -> torch.Tensor:
     """PIL's crop of ``box`` (top, left, h, w) resized to size x size (``interpolation`` "bilinear" or "bicubic"),
     as torchvision's RandomResizedCrop does on a PIL image (DINO, MoCo v3): uint8 [3, size, size]."""
     from PIL import Image

@@ -172,8 +172,7 @@ def _resample(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torc
     outside each sample's box, so the canvas padding never leaks in): torchvision's antialiased bilinear or
     bicubic resize, columns first (tests/augment/test_augment.py bounds the gap to the uint8 reference loader
     and to PIL). The products touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the Triton
-    twin reads only each box.
-    ``img`` holds 0..255 values in the resampling dtype.
+    twin reads only each box. ``img`` holds 0..255 values in the resampling dtype.
     """
     b, c, h, w = img.shape
     s_r, s_c = rows.shape[1], cols.shape[1]

@@ -6,9 +6,8 @@ prints their sizes: every mixing op for fp32, fp16 and bf16 views, and the augme
 group of the MoCo v3 (bilinear crop) and DINO (bicubic crop) recipes at 224 px (globals) and 96 px (DINO's
 locals), with fp32 and bf16 output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher
 runs; those recipes always blur, so the passes that fuse the finish without blur are checked by the interpreter
-parity only). The crop's
-tiling depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for all. Must run without
-``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
+parity only). The crop's tiling depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for
+all. Must run without ``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
 """
 from __future__ import annotations
 

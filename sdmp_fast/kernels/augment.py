@@ -1,8 +1,8 @@
 """Triton twin of :func:`sdmp_fast.augment.apply_views`: every view of one output size in a few launches.
 
 Same signature and results (up to float32 rounding) as the reference. Views of one size and filter (e.g.
-MoCo v3's two) are stacked into one launch group; ops a view's spec never applies hold identity parameters, so stacking
-does not change results. Up to four launches per group, each over (pixel tiles, views x B):
+MoCo v3's two) are stacked into one launch group; ops a view's spec never applies hold identity parameters, so
+stacking does not change results. Up to four launches per group, each over (pixel tiles, views x B):
 
 1. crop: random-resized crop straight from the uint8 canvas (any strides, so the ffcv loader's NHWC canvas
    needs no copy) with the reference's antialiased filter (the triangle, or the cubic for bicubic views, whose
@@ -21,9 +21,10 @@ does not change results. Up to four launches per group, each over (pixel tiles, 
 Intermediates are float32 ``[N, s, s, 3]`` buffers. The crop reads O(row taps x KX) canvas pixels per output
 pixel: cheap for the usual crops (KX = 8 for bilinear 224 px views of a 500 px canvas, 16 for bicubic ones,
 whose filter reaches twice as far), wasteful for small views of very large canvases (KX grows with the canvas,
-not with the box), where a two-pass resample (rows, then columns) would do less work. Per-view parameters are packed per launch into ``box [4, N]`` (top, left,
-height, width; int64), ``factors [5, N]`` (brightness, contrast, saturation, hue, sigma; float32) and
-``flags [3, N]`` (flip, gray, solarize; uint8), N = views x B, sample n reading canvas image n % B.
+not with the box), where a two-pass resample (rows, then columns) would do less work. Per-view parameters are
+packed per launch into ``box [4, N]`` (top, left, height, width; int64), ``factors [5, N]`` (brightness,
+contrast, saturation, hue, sigma; float32) and ``flags [3, N]`` (flip, gray, solarize; uint8), N = views x B,
+sample n reading canvas image n % B.
 """
 from __future__ import annotations
 

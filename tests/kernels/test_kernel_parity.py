@@ -53,8 +53,9 @@ def interpreter_results_36() -> dict:
 def test_every_op_and_stage_has_a_case():
     ops = {n.split("/")[1] for n in NAMES if n.startswith("mix/")} - {"odd_batch_and_strided_input"}
     assert ops == {"mixup", "cutmix", "resizemix"}
-    for stage in ("crop_resize_flip", "crop_bicubic", "brightness", "contrast", "saturation", "hue", "jitter_gray_solarize",
-                  "blur_then_solarize", "nhwc_canvas", "recipe_mocov3_bf16", "recipe_dino_fp32"):
+    for stage in ("crop_resize_flip", "crop_bicubic", "brightness", "contrast", "saturation", "hue",
+                  "jitter_gray_solarize", "blur_then_solarize", "nhwc_canvas", "recipe_mocov3_bf16",
+                  "recipe_dino_fp32"):
         assert f"augment/{stage}" in NAMES
 
 
