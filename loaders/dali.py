@@ -25,6 +25,9 @@ from sdmp_fast.data.folders import DataError, Split
 from sdmp_fast.data.splits import refuse_class_subset, training_split
 from sdmp_fast.streams import pipeline_seed
 
+# ViewSpec.interpolation -> DALI's resize filter (antialias=True makes linear the widened triangle)
+INTERP = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
+
 
 def default_threads() -> int:
     """DALI worker threads when ``data.dali_threads`` is 0: the cores this process may use."""
@@ -59,9 +62,12 @@ def _brightness_contrast(x, brightness, contrast):
 def augment_view(img, spec: ViewSpec, mean: Sequence[float], std: Sequence[float], fp16: bool = False):
     """DALI graph of one training view of decoded uint8 HWC images: a float32 HWC view (float16 with ``fp16``;
     DALI has no bfloat16 output, autocast casts), a channels-last ``[B, 3, H, W]`` tensor once permuted."""
-    # DALI's fallback after 10 attempts crops the whole image (torchvision: a centre crop at the ratio bound)
+    # DALI's fallback after 10 attempts crops the whole image (torchvision: a centre crop at the ratio bound).
+    # The resize filter is the spec's: antialiased triangle, or DALI's cubic (a = -0.5 as PIL's, widened when
+    # downscaling, but its first pass is not clipped to [0, 255] as PIL's is: see tests/loaders/test_dali.py)
     x = fn.random_resized_crop(img, size=[spec.size, spec.size], random_area=list(spec.scale),
-                               random_aspect_ratio=list(spec.ratio), num_attempts=10, antialias=True)
+                               random_aspect_ratio=list(spec.ratio), num_attempts=10, antialias=True,
+                               interp_type=INTERP[spec.interpolation])
     # Colour jitter in a fixed order (torchvision draws a random one), clipped to [0, 255] once per step rather
     # than after each adjustment: brightness and contrast in one expression, about the image's mean grey
     # (torchvision's contrast centre), then saturation and hue in one fn.hsv.
@@ -121,24 +127,42 @@ def train_graph(read: dict, specs: tuple, mean: tuple, std: tuple, gpu: bool, fp
     return tuple(augment_view(img, s, mean, std, fp16) for s in specs) + extra
 
 
-def graph_ops(pipe) -> list[tuple[str, str, bool]]:
-    """(operator, device, downstream of the decoder) of every operator of a defined pipeline, inputs first.
+def _operators(pipe) -> list:
+    """Every operator instance of a defined pipeline, each once, after all of its inputs (argument inputs too).
 
     DALI has no public listing of a pipeline's operators before ``build()`` (which needs the device): the outputs
     that calling a ``pipeline_def`` function records (``Pipeline._graph_out``) are walked back through each
-    DataNode's ``source`` operator and its inputs, argument inputs included.
+    DataNode's ``source`` operator and its inputs.
     """
-    seen: dict[int, tuple[str, str, bool]] = {}
+    seen: dict[int, object] = {}
 
-    def visit(op) -> bool:
+    def visit(op) -> None:
         if id(op) not in seen:
-            after = any([visit(node.source) for node in op.inputs])  # a list: visit every input
-            name = op._op.schema_name
-            seen[id(op)] = (name, op._op.device, after or name.startswith("decoders__"))
-        return seen[id(op)][2]
+            for node in op.inputs:
+                visit(node.source)
+            seen[id(op)] = op
     for node in pipe._graph_out:
         visit(node.source)
     return list(seen.values())
+
+
+def graph_ops(pipe) -> list[tuple[str, str, bool]]:
+    """(operator, device, downstream of the decoder) of every operator of a defined pipeline, inputs first."""
+    after: dict[int, bool] = {}
+    out = []
+    for op in _operators(pipe):
+        name = op._op.schema_name
+        after[id(op)] = name.startswith("decoders__") or any([after[id(node.source)] for node in op.inputs])
+        out.append((name, op._op.device, after[id(op)]))
+    return out
+
+
+def crop_filters(pipe) -> list[str]:
+    """The resize filter (a ``ViewSpec.interpolation`` name) of every random resized crop of a defined pipeline,
+    in the order of the views."""
+    names = {v: k for k, v in INTERP.items()}
+    return [names[op._op._init_args.get("interp_type", types.INTERP_LINEAR)] for op in _operators(pipe)
+            if op._op.schema_name == "RandomResizedCrop"]
 
 
 def _device_id(device: torch.device) -> int | None:

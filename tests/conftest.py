@@ -132,3 +132,20 @@ def dino_run(image_folder, session_cache, tmp_path_factory) -> Path:
     run([*EVAL_TINY, "--data", str(image_folder), "--out", str(out), f"data.cache_dir={session_cache}", *DINO_TINY],
         progress=False)
     return out
+
+
+def with_filter(recipe, interpolation: str):
+    """``recipe`` with every view's crop resized by ``interpolation`` ("bilinear" or "bicubic")."""
+    import dataclasses
+    return dataclasses.replace(recipe, views=tuple(dataclasses.replace(v, interpolation=interpolation)
+                                                   for v in recipe.views))
+
+
+def assert_bicubic_views(views, expected, bilinear_views):
+    """A DINO recipe's views from a loader: equal to the batched augmentation of that (bicubic) recipe on the
+    loader's canvas, and unlike the views of its bilinear twin (the filter reached the resize)."""
+    import torch
+    assert len(views) == len(expected) == len(bilinear_views)
+    for v, e, b in zip(views, expected, bilinear_views):
+        torch.testing.assert_close(v, e, atol=1e-6, rtol=0)
+        assert (v - b).abs().amax() > 0.05  # normalised units: over 2 levels somewhere in every view

@@ -1,6 +1,7 @@
 """Synthetic test images shared by the augmentation tests and the kernel parity cases."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -68,3 +69,27 @@ def write_cifar(folder, kind: str = "cifar10", train: int = 20, test: int = 10, 
                          b"coarse_labels": [0] * len(data), b"data": data})
         dump("meta", {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"all"]})
     return out
+
+
+def edges_image(h: int, w: int) -> torch.Tensor:
+    """uint8 [3, h, w] with a known structure: red ramps along x, green along y, blue is a sine, and the middle
+    (rows h/4..h/2, columns w/3..2w/3) is a 2 px black/white checkerboard, where a bicubic filter overshoots."""
+    y = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
+    x = torch.arange(w, dtype=torch.float64)[None, :].expand(h, w)
+    img = torch.stack([255 * x / (w - 1), 255 * y / (h - 1), 127 + 100 * torch.sin(x / 3 + y / 5)])
+    board = ((x // 2 + y // 2) % 2) * 255
+    patch = (y >= h // 4) & (y < h // 2) & (x >= w // 3) & (x < 2 * w // 3)
+    img = torch.where(patch, board, img)
+    return img.round().clamp(0, 255).to(torch.uint8)
+
+
+def pil_resized_crop(img: torch.Tensor, box: tuple[int, int, int, int], size: int,
+                     interpolation: str) -> torch.Tensor:
+    """PIL's crop of ``box`` (top, left, h, w) resized to size x size (``interpolation`` "bilinear" or "bicubic"),
+    as torchvision's RandomResizedCrop does on a PIL image (DINO, MoCo v3): uint8 [3, size, size]."""
+    from PIL import Image
+    top, left, h, w = box
+    pil = Image.fromarray(img.permute(1, 2, 0).contiguous().numpy())
+    mode = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
+    out = pil.crop((left, top, left + w, top + h)).resize((size, size), mode)
+    return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)

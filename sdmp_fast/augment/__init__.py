@@ -132,13 +132,24 @@ def _resample_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+def _filter(d: torch.Tensor, interpolation: str) -> torch.Tensor:
+    """Resampling filter at distances ``d >= 0`` (in filter units; ``d`` may be overwritten): PIL's triangle
+    (bilinear, support 1) or cubic (bicubic: Keys' cubic with a = -0.5, support 2, as PIL's and torch's
+    antialiased bicubic; negative lobes between 1 and 2)."""
+    if interpolation == "bilinear":
+        return d.neg_().add_(1.0).clamp_(min=0.0)
+    near = (1.5 * d - 2.5) * d * d + 1.0  # |d| < 1
+    far = ((-0.5 * d + 2.5) * d - 4.0) * d + 2.0  # 1 <= |d| < 2: a * (|d|^3 - 5 |d|^2 + 8 |d| - 4)
+    return torch.where(d < 1.0, near, torch.where(d < 2.0, far, 0.0))
+
+
 def _aa_weights(start: torch.Tensor, length: torch.Tensor, virtual: torch.Tensor, offset: torch.Tensor,
-                out_size: int, in_size: int) -> torch.Tensor:
-    """Antialiased bilinear resampling weights ``[B, out_size, in_size]`` (float32, rows sum to 1).
+                out_size: int, in_size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Antialiased resampling weights ``[B, out_size, in_size]`` (float32, rows sum to 1).
 
     Per sample: the input span ``[start, start + length)`` is resized to ``virtual`` pixels (torchvision /
-    PIL triangle filter, widened by the downscale factor, cut at the span and renormalised) and outputs
-    ``offset .. offset + out_size - 1`` of that resize are kept (``offset`` > 0: a centre crop).
+    PIL filter of ``interpolation``, widened by the downscale factor, cut at the span and renormalised) and
+    outputs ``offset .. offset + out_size - 1`` of that resize are kept (``offset`` > 0: a centre crop).
     All of ``start``, ``length``, ``virtual``, ``offset`` are float ``[B]`` tensors.
     """
     dev = start.device
@@ -147,24 +158,30 @@ def _aa_weights(start: torch.Tensor, length: torch.Tensor, virtual: torch.Tensor
     i = torch.arange(out_size, device=dev, dtype=torch.float32)[None, :, None] + offset[:, None, None]
     center = start[:, None, None] + scale * (i + 0.5)  # [B, out, 1], in input pixel coordinates
     pos = torch.arange(in_size, device=dev, dtype=torch.float32)[None, None, :] + 0.5  # pixel centres
-    w = (pos - center).abs_().div_(stretch).neg_().add_(1.0).clamp_(min=0.0)  # triangle: 1 - |d| / stretch
+    w = _filter((pos - center).abs_().div_(stretch), interpolation)
     w.mul_((pos >= start[:, None, None]) & (pos < (start + length)[:, None, None]))  # cut at the span
-    return w.div_(w.sum(-1, keepdim=True))  # every output's nearest span pixel has weight >= 0.5: no 0 / 0
+    # no 0 / 0: every output's nearest span pixel is within half a filter unit (weight >= 0.5 for both filters),
+    # and the cubic's negative lobes (-0.0625 at the lowest) weigh far less than its positive centre
+    return w.div_(w.sum(-1, keepdim=True))
 
 
 def _resample(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``rows [B, s, H] @ img [B, 3, H, W] @ cols [B, s, W]^T`` -> float32 [0, 1] ``[B, 3, s, s]``, channels-last.
 
     Crop + resize as two batched matrix products with per-sample weight matrices (``_aa_weights``: zero
-    outside each sample's box, so the canvas padding never leaks in): torchvision's antialiased bilinear
-    resize, exactly (tests/augment/test_augment.py bounds the gap to the uint8 reference loader). The products
-    touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the Triton twin reads only each box.
-    ``img`` holds 0..255 values in the resampling dtype.
+    outside each sample's box, so the canvas padding never leaks in): torchvision's antialiased bilinear or
+    bicubic resize, columns first (tests/augment/test_augment.py bounds the gap to the uint8 reference loader
+    and to PIL). The products touch the whole padded canvas, ``O(B * Hmax * Wmax * s)`` per view; the Triton
+    twin reads only each box. ``img`` holds 0..255 values in the resampling dtype.
     """
     b, c, h, w = img.shape
     s_r, s_c = rows.shape[1], cols.shape[1]
     dt = img.dtype
     t = torch.bmm(img.reshape(b, c * h, w), cols.to(dt).transpose(1, 2))  # [B, 3H, s_c]
+    # the horizontal pass clipped to the pixel range, as PIL and torch's uint8 path clip their intermediate image:
+    # a no-op for bilinear weights (never negative), and for bicubic it keeps a sharp edge's overshoot (up to
+    # ~27 levels through a checkerboard) from reaching the vertical pass
+    t = t.clamp_(0.0, 255.0)
     t = t.view(b, c, h, s_c).permute(0, 2, 3, 1).reshape(b, h, s_c * c)  # [B, H, (j, c)]
     out = torch.bmm(rows.to(dt), t).view(b, s_r, s_c, c).permute(0, 3, 1, 2)  # [B, 3, s, s], channels-last
     return out.to(torch.float32).div_(255.0).clamp_(0.0, 1.0)  # div: k/255 exactly as img.float() / 255
@@ -277,7 +294,8 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
 
     ``images`` is the uint8 canvas ``[B, 3, Hmax, Wmax]`` (images top-left aligned, true sizes in ``sizes``);
     ``params`` come from :func:`sample_view_params` (boxes inside each image). Per view: crop + resize
-    (antialiased bilinear), flip, colour jitter (fixed order), grayscale, Gaussian blur, solarize, normalise.
+    (antialiased, bilinear or bicubic as ``spec.interpolation`` says), flip, colour jitter (fixed order), grayscale,
+    Gaussian blur, solarize, normalise.
     """
     check_canvas(images, sizes)
     if len(params) != len(recipe.views):
@@ -289,8 +307,8 @@ def apply_views(images: torch.Tensor, sizes: torch.Tensor, params: list[ViewPara
         s = spec.size
         f32 = lambda v: v.to(torch.float32)  # noqa: E731
         zero = torch.zeros_like(f32(p.top))
-        rows = _aa_weights(f32(p.top), f32(p.height), torch.full_like(zero, s), zero, s, hmax)
-        cols = _aa_weights(f32(p.left), f32(p.width), torch.full_like(zero, s), zero, s, wmax)
+        rows = _aa_weights(f32(p.top), f32(p.height), torch.full_like(zero, s), zero, s, hmax, spec.interpolation)
+        cols = _aa_weights(f32(p.left), f32(p.width), torch.full_like(zero, s), zero, s, wmax, spec.interpolation)
         # the flip folded into the column weights: the reference flips last, and a flip commutes with every later op
         cols = torch.where(p.flip.view(-1, 1, 1), cols.flip(1), cols)
         views.append(finish_view(_resample(img, rows, cols), p, spec, recipe.mean, recipe.std, out_dtype))

@@ -11,8 +11,13 @@ from typing import Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode
 
 from sdmp_fast.augment.recipes import ViewSpec
+
+# ViewSpec.interpolation -> torchvision's mode; on uint8 CPU tensors both run torch's antialiased uint8 path,
+# which rounds like PIL's (tests/augment/test_reference.py)
+MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
@@ -46,7 +51,8 @@ def rrc_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[
 def apply_view(img: torch.Tensor, spec: ViewSpec, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """One augmented, normalised float view ``[3, size, size]`` of a uint8 ``[3, H, W]`` image."""
     top, left, h, w = rrc_params(img.shape[-2], img.shape[-1], spec.scale, spec.ratio, g)
-    x = TF.resized_crop(img, top, left, h, w, [spec.size, spec.size], antialias=True)
+    x = TF.resized_crop(img, top, left, h, w, [spec.size, spec.size], interpolation=MODES[spec.interpolation],
+                        antialias=True)
     if float(torch.rand((), generator=g)) < spec.jitter_p:
         b, c, s, hue = spec.jitter
         for k in torch.randperm(4, generator=g).tolist():

@@ -199,11 +199,13 @@ def fake_step(name: str, device_draws: bool = False, steps: int = 1) -> str:
 
 def fake_canvas_views(out_dtype: torch.dtype = torch.bfloat16) -> str:
     """The nvjpeg/ffcv loaders' batched augmentation (torch implementation) on a fake CUDA canvas: the views of
-    a DINO recipe through ``CanvasLoader.canvas_batch`` and through ``apply_views`` with ``out_dtype``."""
+    a DINO recipe (bicubic crops, DINO's filter) through ``CanvasLoader.canvas_batch`` and through
+    ``apply_views`` with ``out_dtype``."""
     from loaders.base import CanvasLoader
     from sdmp_fast.augment import apply_views, sample_view_params
     from sdmp_fast.augment.recipes import dino_recipe
-    recipe = dino_recipe(32, 16, 2, (0.4, 1.0), (0.05, 0.4), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    recipe = dino_recipe(32, 16, 2, (0.4, 1.0), (0.05, 0.4), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                         interpolation="bicubic")
     with fake_cuda() as mode:
         loader = CanvasLoader(recipe, CUDA, "torch", num_samples=64, global_batch=8, rank=0, world=1, seed=0,
                               source="fake")
@@ -220,7 +222,7 @@ def fake_canvas_views(out_dtype: torch.dtype = torch.bfloat16) -> str:
                 raise AssertionError(f"view {s}px: {v.device}/{v.dtype}, {w.device}/{w.dtype}")
             if not w.is_contiguous(memory_format=torch.channels_last):
                 raise AssertionError(f"view {s}px is not channels-last")
-    return f"{len(recipe.views)} views, float32 and {str(out_dtype).split('.')[-1]}"
+    return f"{len(recipe.views)} bicubic views, float32 and {str(out_dtype).split('.')[-1]}"
 
 
 def fake_cuda_steps() -> str:

@@ -3,11 +3,11 @@
 ``python -m sdmp_fast.kernels.aot [--arch 90]`` compiles each kernel specialisation the trainer can launch to
 PTX and, with the ``ptxas`` that ships in triton's wheel (``triton/backends/nvidia/bin``), to a cubin, and
 prints their sizes: every mixing op for fp32, fp16 and bf16 views, and the augmentation passes of every launch
-group of the MoCo v3 and DINO recipes at 224 px (globals) and 96 px (DINO's locals), with fp32 and bf16
-output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher runs; those recipes always
-blur, so the passes that fuse the finish without blur are checked by the interpreter parity only). The crop's
-tiling depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for all. Must run without
-``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
+group of the MoCo v3 (bilinear crop) and DINO (bicubic crop) recipes at 224 px (globals) and 96 px (DINO's
+locals), with fp32 and bf16 output, taken from :func:`sdmp_fast.kernels.augment.launch_plan` (what the launcher
+runs; those recipes always blur, so the passes that fuse the finish without blur are checked by the interpreter
+parity only). The crop's tiling depends on the canvas width: a 500 px canvas (ImageNet's usual width) stands for
+all. Must run without ``TRITON_INTERPRET``: kernels decorated under the interpreter cannot be compiled.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from sdmp_fast.kernels import augment, mixing
 _NORM = {k: "fp32" for k in ("thr", "m0", "m1", "m2", "s0", "s1", "s2")}
 _INTS = lambda *names: {k: "i32" for k in names}  # noqa: E731
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-RECIPES = {"mocov3": mocov3_recipe(224, 0.08, MEAN, STD),
-           "dino": dino_recipe(224, 96, 10, (0.4, 1.0), (0.05, 0.4), MEAN, STD)}
+# each method's own resize filter: MoCo v3's bilinear crop and DINO's bicubic one are both compiled
+RECIPES = {"mocov3": mocov3_recipe(224, 0.08, MEAN, STD, interpolation="bilinear"),
+           "dino": dino_recipe(224, 96, 10, (0.4, 1.0), (0.05, 0.4), MEAN, STD, interpolation="bicubic")}
 CANVAS_WIDTH = 500
 # argument types of each augmentation kernel but its output ("dst_ptr")
 _AUGMENT_SIGS = {

@@ -1,11 +1,12 @@
 """Triton twin of :func:`sdmp_fast.augment.apply_views`: every view of one output size in a few launches.
 
-Same signature and results (up to float32 rounding) as the reference. Views of one size (e.g. MoCo v3's two)
-are stacked into one launch group; ops a view's spec never applies hold identity parameters, so stacking
-does not change results. Up to four launches per group, each over (pixel tiles, views x B):
+Same signature and results (up to float32 rounding) as the reference. Views of one size and filter (e.g.
+MoCo v3's two) are stacked into one launch group; ops a view's spec never applies hold identity parameters, so
+stacking does not change results. Up to four launches per group, each over (pixel tiles, views x B):
 
 1. crop: random-resized crop straight from the uint8 canvas (any strides, so the ffcv loader's NHWC canvas
-   needs no copy) with the reference's antialiased triangle filter: per output pixel, the weights of its
+   needs no copy) with the reference's antialiased filter (the triangle, or the cubic for bicubic views, whose
+   horizontal pass is clipped to [0, 255] per row as the reference's): per output pixel, the weights of its
    taps are computed over the box span (stretched by the downscale factor, cut at the span, normalised),
    the flip folded into the column position. The column taps are a ``[BLOCK, KX]`` tile computed once (KX
    bounded from the canvas width), the row taps a loop whose length is the sample's own. Then brightness;
@@ -18,11 +19,12 @@ does not change results. Up to four launches per group, each over (pixel tiles, 
    dtype, channels-last. Without blur the finish is fused into the last colour pass.
 
 Intermediates are float32 ``[N, s, s, 3]`` buffers. The crop reads O(row taps x KX) canvas pixels per output
-pixel: cheap for the usual crops (KX = 8 for 224 px views of a 500 px canvas), wasteful for small views of
-very large canvases (KX grows with the canvas, not with the box), where a two-pass resample (rows, then
-columns) would do less work. Per-view parameters are packed per launch into ``box [4, N]`` (top, left,
-height, width; int64), ``factors [5, N]`` (brightness, contrast, saturation, hue, sigma; float32) and
-``flags [3, N]`` (flip, gray, solarize; uint8), N = views x B, sample n reading canvas image n % B.
+pixel: cheap for the usual crops (KX = 8 for bilinear 224 px views of a 500 px canvas, 16 for bicubic ones,
+whose filter reaches twice as far), wasteful for small views of very large canvases (KX grows with the canvas,
+not with the box), where a two-pass resample (rows, then columns) would do less work. Per-view parameters are
+packed per launch into ``box [4, N]`` (top, left, height, width; int64), ``factors [5, N]`` (brightness,
+contrast, saturation, hue, sigma; float32) and ``flags [3, N]`` (flip, gray, solarize; uint8), N = views x B,
+sample n reading canvas image n % B.
 """
 from __future__ import annotations
 
@@ -63,13 +65,15 @@ def _pack(params: Sequence[ViewParams], device: torch.device) -> tuple[Tensor, T
     return box, factors, flags
 
 
-def crop_tiling(wmax: int, S: int) -> tuple[int, int]:
-    """(pixels per crop program, column-tap bound KX) for a canvas Wmax wide and S px views.
+def crop_tiling(wmax: int, S: int, cubic: bool = False) -> tuple[int, int]:
+    """(pixels per crop program, column-tap bound KX) for a canvas Wmax wide and S px views, bilinear or ``cubic``.
 
-    A box is at most Wmax wide, so no sample needs more than floor(2 * Wmax / S) + 2 column taps; one more
+    The filter reaches ``support`` (triangle 1, cubic 2) times the stretch max(w / S, 1) on each side, and a box
+    is at most Wmax wide, so no sample needs more than floor(2 * support * Wmax / S) + 2 column taps; one more
     absorbs float32 rounding of the kernel's stretch. The [BLOCK, KX] tap tile is kept at <= 4096 values.
     """
-    kx = triton.next_power_of_2(2 * max(wmax, S) // S + 3)
+    support = 2 if cubic else 1
+    kx = triton.next_power_of_2(2 * support * max(wmax, S) // S + 3)
     return max(16, min(256, 4096 // kx)), kx
 
 
@@ -77,11 +81,14 @@ def launch_plan(specs: Sequence[ViewSpec], wmax: int) -> dict[str, dict]:
     """The launches of one group, in order: {kernel name: its constexprs}; the last one writes the output (in its
     dtype), the others float32 buffers. What ``_launch_group`` runs and ``aot`` compiles."""
     S = specs[0].size
+    if len({s.interpolation for s in specs}) > 1:
+        raise ValueError(f"one launch group resizes with one filter, got {sorted({s.interpolation for s in specs})}")
+    cubic = specs[0].interpolation == "bicubic"
     st = stages(specs)
-    crop_block, kx = crop_tiling(wmax, S)
+    crop_block, kx = crop_tiling(wmax, S, cubic)
     blur = st["HALF"] > 0
     colour = dict(SAT=st["SAT"], HUE=st["HUE"], GRAY=st["GRAY"], SOL=st["SOL"])
-    plan = {"crop": dict(S=S, BLOCK=crop_block, KX=kx, BRIGHT=st["BRIGHT"], CONTRAST=st["CONTRAST"],
+    plan = {"crop": dict(S=S, BLOCK=crop_block, KX=kx, CUBIC=cubic, BRIGHT=st["BRIGHT"], CONTRAST=st["CONTRAST"],
                          FINISH=not blur, **colour)}
     if st["CONTRAST"]:
         nt = triton.cdiv(S * S, crop_block)
@@ -94,7 +101,7 @@ def launch_plan(specs: Sequence[ViewSpec], wmax: int) -> dict[str, dict]:
 
 def _launch_group(images: Tensor, params: Sequence[ViewParams], specs: Sequence[ViewSpec], mean, std,
                   out_dtype: torch.dtype) -> Tensor:
-    """Every view of one size (and solarize threshold): ``[V * B, 3, s, s]`` channels-last."""
+    """Every view of one launch group (see view_groups): ``[V * B, 3, s, s]`` channels-last."""
     B = images.shape[0]
     S = specs[0].size
     half = stages(specs)["HALF"]
@@ -126,10 +133,11 @@ def _launch_group(images: Tensor, params: Sequence[ViewParams], specs: Sequence[
 
 
 def view_groups(recipe: Recipe) -> list[list[int]]:
-    """The recipe's views by launch group: views of the same size and solarize threshold share the launches."""
-    groups: dict[tuple[int, int], list[int]] = {}
+    """The recipe's views by launch group: views of the same size, solarize threshold and resize filter share the
+    launches (the threshold is a launch argument, the filter a compile-time switch of the crop)."""
+    groups: dict[tuple[int, int, str], list[int]] = {}
     for v, spec in enumerate(recipe.views):
-        groups.setdefault((spec.size, spec.solarize_threshold), []).append(v)
+        groups.setdefault((spec.size, spec.solarize_threshold, spec.interpolation), []).append(v)
     return list(groups.values())
 
 
@@ -139,7 +147,7 @@ def apply_views(images: Tensor, sizes: Tensor, params: list[ViewParams], recipe:
 
     Same contract as :func:`sdmp_fast.augment.apply_views`: ``images`` is the uint8 canvas ``[B, 3, Hmax, Wmax]``
     (any strides), ``params`` come from :func:`sdmp_fast.augment.sample_view_params`. Views of the same size
-    (and solarize threshold) are made by the same launches.
+    (solarize threshold and filter) are made by the same launches.
     """
     check_canvas(images, sizes)
     if len(params) != len(recipe.views):

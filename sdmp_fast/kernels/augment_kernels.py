@@ -97,10 +97,38 @@ def _store_rgb(ptr, n, pix, live, r, g, b, S: tl.constexpr):
 
 
 @triton.jit
-def _tap_weight(pos, center, stretch, end):
-    """augment._aa_weights' triangle at integer positions ``pos`` (pixel centres pos + 0.5), cut at ``end``."""
-    w = tl.maximum(1.0 - tl.abs(pos.to(tl.float32) + 0.5 - center) / stretch, 0.0)
-    return tl.where(pos < end, w, 0.0)
+def _filter(d, CUBIC: tl.constexpr):
+    """augment._filter at distances ``d >= 0`` in filter units: the triangle, or the cubic with a = -0.5."""
+    if CUBIC:
+        near = (1.5 * d - 2.5) * d * d + 1.0
+        far = ((-0.5 * d + 2.5) * d - 4.0) * d + 2.0
+        return tl.where(d < 1.0, near, tl.where(d < 2.0, far, 0.0))
+    else:
+        return tl.maximum(1.0 - d, 0.0)
+
+
+@triton.jit
+def _reach(stretch, CUBIC: tl.constexpr):
+    """How far the stretched filter reaches on each side, in input pixels: its support (1, cubic 2) x stretch."""
+    if CUBIC:
+        return 2.0 * stretch
+    else:
+        return stretch
+
+
+@triton.jit
+def _tap_weight(pos, center, stretch, end, CUBIC: tl.constexpr):
+    """augment._aa_weights' filter at integer positions ``pos`` (pixel centres pos + 0.5), cut at ``end``."""
+    return tl.where(pos < end, _filter(tl.abs(pos.to(tl.float32) + 0.5 - center) / stretch, CUBIC), 0.0)
+
+
+@triton.jit
+def _row_pass(wx, p, ok, CUBIC: tl.constexpr):
+    """One row's horizontal resampling of the [BLOCK, KX] taps at ``p``; clipped to [0, 255] for the cubic."""
+    h = tl.sum(wx * tl.load(p, mask=ok, other=0).to(tl.float32), axis=1)
+    if CUBIC:
+        h = tl.minimum(tl.maximum(h, 0.0), 255.0)
+    return h
 
 
 @triton.jit
@@ -125,11 +153,12 @@ def _gauss_taps(fac_ptr, n, N, HALF):
 @triton.jit
 def crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
                  N, B, sib, sic, sih, siw, thr, m0, m1, m2, s0, s1, s2,
-                 S: tl.constexpr, BLOCK: tl.constexpr, KX: tl.constexpr, BRIGHT: tl.constexpr,
-                 CONTRAST: tl.constexpr, SAT: tl.constexpr, HUE: tl.constexpr, GRAY: tl.constexpr,
-                 FINISH: tl.constexpr, SOL: tl.constexpr):
-    """Pass 1: crop + antialiased resize + flip + brightness (+ the rest of the colour stage without contrast,
-    + solarize/normalise/cast without blur). Grid (cdiv(S * S, BLOCK), N); KX bounds the column taps."""
+                 S: tl.constexpr, BLOCK: tl.constexpr, KX: tl.constexpr, CUBIC: tl.constexpr,
+                 BRIGHT: tl.constexpr, CONTRAST: tl.constexpr, SAT: tl.constexpr, HUE: tl.constexpr,
+                 GRAY: tl.constexpr, FINISH: tl.constexpr, SOL: tl.constexpr):
+    """Pass 1: crop + antialiased resize (bilinear, or bicubic with CUBIC) + flip + brightness (+ the rest of the
+    colour stage without contrast, + solarize/normalise/cast without blur). Grid (cdiv(S * S, BLOCK), N); KX
+    bounds the column taps."""
     n = tl.program_id(1)
     tile = tl.program_id(0)
     pix = tile * BLOCK + tl.arange(0, BLOCK)
@@ -145,32 +174,31 @@ def crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
     width = tl.load(box_ptr + 3 * N + n).to(tl.int32)
     base = img_ptr + (n % B).to(tl.int64) * sib
     # augment._aa_weights per axis: centre of each output pixel in input coordinates, filter stretched when
-    # downscaling, taps from the first pixel the triangle can reach, cut at the box
+    # downscaling, taps from the first pixel it can reach, cut at the box
     scale_y = height.to(tl.float32) / S
     scale_x = width.to(tl.float32) / S
     stretch_y = tl.maximum(scale_y, 1.0)
     stretch_x = tl.maximum(scale_x, 1.0)
     cy = top.to(tl.float32) + scale_y * (oy.to(tl.float32) + 0.5)
     cx = left.to(tl.float32) + scale_x * (ox.to(tl.float32) + 0.5)
-    y_lo = tl.maximum(tl.floor(cy - stretch_y).to(tl.int32), top)
-    x_lo = tl.maximum(tl.floor(cx - stretch_x).to(tl.int32), left)
+    y_lo = tl.maximum(tl.floor(cy - _reach(stretch_y, CUBIC)).to(tl.int32), top)
+    x_lo = tl.maximum(tl.floor(cx - _reach(stretch_x, CUBIC)).to(tl.int32), left)
     y_end = top + height
     x_end = left + width
-    # column taps as a [BLOCK, KX] tile, normalised once; KX >= floor(2 * stretch) + 2 covers every nonzero tap
+    # column taps as a [BLOCK, KX] tile, normalised once; KX >= floor(2 * reach) + 2 covers every nonzero tap
     xs = x_lo[:, None] + tl.arange(0, KX)[None, :]
-    wx = _tap_weight(xs, cx[:, None], stretch_x, x_end)
+    wx = _tap_weight(xs, cx[:, None], stretch_x, x_end, CUBIC)
     wx = wx / tl.sum(wx, axis=1)[:, None]
     col_ok = live[:, None] & (xs < x_end)
     cols = xs * siw
-    ky = tl.floor(2.0 * stretch_y).to(tl.int32) + 2  # row taps of this sample, same cover
-    # Row weights inline in the loops (a helper call per iteration is costly in the interpreter). The loops
-    # have a runtime bound, so they are `while` loops: triton 3.6's interpreter cannot take a tensor as the
-    # bound of `range` (it holds scalars as 1-element arrays); compiled, it is the same loop (scf.while).
+    ky = tl.floor(2.0 * _reach(stretch_y, CUBIC)).to(tl.int32) + 2  # row taps of this sample, same cover
+    # The loops have a runtime bound, so they are `while` loops: triton 3.6's interpreter cannot take a tensor as
+    # the bound of `range` (it holds scalars as 1-element arrays); compiled, it is the same loop (scf.while).
     sum_y = tl.zeros([BLOCK], dtype=tl.float32)
     i = 0
     while i < ky:
         y = y_lo + i
-        sum_y += tl.where(y < y_end, tl.maximum(1.0 - tl.abs(y.to(tl.float32) + 0.5 - cy) / stretch_y, 0.0), 0.0)
+        sum_y += _tap_weight(y, cy, stretch_y, y_end, CUBIC)
         i += 1
     acc_r = tl.zeros([BLOCK], dtype=tl.float32)
     acc_g = tl.zeros([BLOCK], dtype=tl.float32)
@@ -179,12 +207,13 @@ def crop_kernel(img_ptr, box_ptr, fac_ptr, flag_ptr, dst_ptr, part_ptr,
     while i < ky:
         y = y_lo + i
         i += 1
-        wy = tl.where(y < y_end, tl.maximum(1.0 - tl.abs(y.to(tl.float32) + 0.5 - cy) / stretch_y, 0.0), 0.0) / sum_y
+        wy = _tap_weight(y, cy, stretch_y, y_end, CUBIC) / sum_y
         ok = col_ok & (y < y_end)[:, None]
         p = base + (y * sih)[:, None] + cols
-        acc_r += wy * tl.sum(wx * tl.load(p, mask=ok, other=0).to(tl.float32), axis=1)
-        acc_g += wy * tl.sum(wx * tl.load(p + sic, mask=ok, other=0).to(tl.float32), axis=1)
-        acc_b += wy * tl.sum(wx * tl.load(p + 2 * sic, mask=ok, other=0).to(tl.float32), axis=1)
+        # each row's horizontal pass clipped to the pixel range, as augment._resample (a no-op for the triangle)
+        acc_r += wy * _row_pass(wx, p, ok, CUBIC)
+        acc_g += wy * _row_pass(wx, p + sic, ok, CUBIC)
+        acc_b += wy * _row_pass(wx, p + 2 * sic, ok, CUBIC)
     r = _clamp01(acc_r / 255.0)
     g = _clamp01(acc_g / 255.0)
     b = _clamp01(acc_b / 255.0)

@@ -38,7 +38,7 @@ def test_every_method_and_variant_is_run():
 
 
 def test_the_canvas_loaders_augmentation_runs_on_fake_cuda_in_bf16():
-    assert "bfloat16" in fake_canvas_views(torch.bfloat16)
+    assert "bicubic views, float32 and bfloat16" in fake_canvas_views(torch.bfloat16)
 
 
 def _step_with(planted):

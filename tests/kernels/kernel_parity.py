@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared image helpers
 
-from images import canvas_of, texture  # noqa: E402
+from images import canvas_of, edges_image, texture  # noqa: E402
 
 from sdmp_fast import augment as aug  # noqa: E402
 from sdmp_fast import mixing  # noqa: E402
@@ -231,19 +231,30 @@ def _square(n: int = 4, size: int = S):
     return canvas, sizes
 
 
-@case("augment/crop_resize_flip")
-def _aug_crop(device: str) -> str:
-    imgs = [texture(45, 61, 0), texture(20, 15, 1), texture(60, 39, 2), texture(32, 32, 3), texture(9, 50, 4)]
-    canvas, sizes = canvas_of(imgs)
-    # (top, left, h, w): strong and mild downscale, upscale, a whole image, a thin box; boxes on every border
-    boxes = [[(5, 3, 40, 50), (0, 0, 20, 15), (0, 0, 60, 39), (10, 2, 15, 4), (0, 40, 9, 10)],
-             [(0, 0, 45, 61), (11, 9, 9, 6), (59, 38, 1, 1), (0, 31, 32, 1), (8, 0, 1, 50)]]
-    gap = 0.0
-    for k, bx in enumerate(boxes):
-        p = view_params(5, 0, 0, top=[b[0] for b in bx], left=[b[1] for b in bx], height=[b[2] for b in bx],
-                        width=[b[3] for b in bx], flip=[True, False, True, False, k == 0])
-        gap = max(gap, check_views(canvas, sizes, [p], one_view(S), device, what=f"boxes {k}"))
-    return f"downscale, upscale, 1 px and thin boxes at the borders, flips; max gap {gap:.2g}"
+def _crop_case(interpolation: str):
+    def run(device: str) -> str:
+        cubic = interpolation == "bicubic"
+        # bicubic: the first image has a black/white checkerboard, where the clipping of the horizontal pass acts
+        first = edges_image(45, 61) if cubic else texture(45, 61, 0)
+        imgs = [first, texture(20, 15, 1), texture(60, 39, 2), texture(32, 32, 3), texture(9, 50, 4)]
+        canvas, sizes = canvas_of(imgs)
+        # (top, left, h, w): strong and mild downscale, upscale, a whole image, a thin box; boxes on every border
+        boxes = [[(5, 3, 40, 50), (0, 0, 20, 15), (0, 0, 60, 39), (10, 2, 15, 4), (0, 40, 9, 10)],
+                 [(0, 0, 45, 61), (11, 9, 9, 6), (59, 38, 1, 1), (0, 31, 32, 1), (8, 0, 1, 50)]]
+        if cubic:  # an upscale through the checkerboard
+            boxes.append([(10, 21, 9, 12), (3, 2, 12, 12), (20, 5, 30, 30), (2, 2, 2, 30), (0, 0, 9, 50)])
+        gap = 0.0
+        for k, bx in enumerate(boxes):
+            p = view_params(5, 0, 0, top=[b[0] for b in bx], left=[b[1] for b in bx], height=[b[2] for b in bx],
+                            width=[b[3] for b in bx], flip=[True, False, True, False, k == 0])
+            recipe = one_view(S, interpolation=interpolation)
+            gap = max(gap, check_views(canvas, sizes, [p], recipe, device, what=f"boxes {k}"))
+        return f"{interpolation}: downscale, upscale, 1 px and thin boxes at the borders, flips; max gap {gap:.2g}"
+    return run
+
+
+case("augment/crop_resize_flip")(_crop_case("bilinear"))
+case("augment/crop_bicubic")(_crop_case("bicubic"))
 
 
 def _colour_case(field: str, values: list[float]):

@@ -33,9 +33,9 @@ def _interpret(version: str, names: list[str]) -> dict:
 
 NAMES = list(kernel_parity.CASES)
 # every kernel variant once: each mixing op, each dtype pair, a strided input; every augmentation pass (crop,
-# colour, both blurs, the fused finish), bf16 out and an NHWC canvas; the doctor's check
+# bilinear and bicubic, colour, both blurs, the fused finish), bf16 out and an NHWC canvas; the doctor's check
 CASES_36 = ["mix/mixup/fp32->fp32", "mix/cutmix/bf16->bf16", "mix/resizemix/fp32->bf16",
-            "mix/odd_batch_and_strided_input", "augment/crop_resize_flip", "augment/contrast",
+            "mix/odd_batch_and_strided_input", "augment/crop_resize_flip", "augment/crop_bicubic", "augment/contrast",
             "augment/jitter_gray_solarize", "augment/blur_then_solarize", "augment/recipe_mocov3_bf16",
             "augment/nhwc_canvas", "doctor/kernel_twins"]
 
@@ -53,8 +53,9 @@ def interpreter_results_36() -> dict:
 def test_every_op_and_stage_has_a_case():
     ops = {n.split("/")[1] for n in NAMES if n.startswith("mix/")} - {"odd_batch_and_strided_input"}
     assert ops == {"mixup", "cutmix", "resizemix"}
-    for stage in ("crop_resize_flip", "brightness", "contrast", "saturation", "hue", "jitter_gray_solarize",
-                  "blur_then_solarize", "nhwc_canvas", "recipe_mocov3_bf16", "recipe_dino_fp32"):
+    for stage in ("crop_resize_flip", "crop_bicubic", "brightness", "contrast", "saturation", "hue",
+                  "jitter_gray_solarize", "blur_then_solarize", "nhwc_canvas", "recipe_mocov3_bf16",
+                  "recipe_dino_fp32"):
         assert f"augment/{stage}" in NAMES
 
 

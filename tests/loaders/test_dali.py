@@ -179,10 +179,15 @@ GPU_GRAPHS = ["mocov3", "mocov3+sdmp", "mocov3+sdmp-extra", "dino", "dino+sdmp",
 @pytest.mark.parametrize("name", GPU_GRAPHS)
 def test_every_training_graph_is_defined_for_the_gpu(dali, name):
     """What `--loader dali` defines on a GPU (device cuda:0, not built): the decoder mixed, every op after it on
-    the GPU (the doctor's check, one graph per test)."""
-    from sdmp_fast.health.dali_graphs import GRAPHS, check_gpu_graph
+    the GPU (the doctor's check, one graph per test), each crop resized with its view's filter: DINO's bicubic,
+    MoCo v3's bilinear."""
+    from sdmp_fast.health.dali_graphs import GRAPHS, check_gpu_graph, define_gpu_graph
     assert set(GRAPHS) == set(GPU_GRAPHS)
     assert check_gpu_graph(name) > 20
+    pipe, recipe = define_gpu_graph(name)
+    filters = dali.crop_filters(pipe)
+    assert filters == [v.interpolation for v in recipe.views]
+    assert set(filters) == {"bicubic" if name.startswith("dino") else "bilinear"}
 
 
 def test_the_old_contrast_centre_fails_the_gpu_definition(dali, monkeypatch):
@@ -203,6 +208,53 @@ def test_a_graph_that_decodes_on_the_cpu_is_refused(dali, monkeypatch):
     monkeypatch.setattr(graphs, "define_gpu_graph", on_the_cpu)
     with pytest.raises(AssertionError, match="decoders__Image.*cpu"):
         graphs.check_gpu_graph("mocov3")
+
+
+# DALI's crop vs PIL's crop + resize (levels), measured on edges_image(64, 64) resized to 24 and 96 px: within a
+# level away from the border and the checkerboard for both filters; DALI's cubic is PIL's (a = -0.5, widened when
+# downscaling; within a level of torch's float antialiased bicubic) but does not clip its first pass to [0, 255]
+# as PIL does: 27 levels through the upscaled checkerboard; at the border its filter is not renormalised like
+# PIL's: up to 6 levels (bilinear, downscaled 2.7x)
+DALI_PIL_AWAY, DALI_PIL_MAX, DALI_PIL_MEAN = 1.0, 28.0, 0.6  # measured 1, 27, 0.50
+DALI_OTHER_FILTER_MEAN = 1.5  # the other filter's PIL resize: measured 1.72 or more
+
+
+def test_crops_resize_with_the_specs_filter_close_to_pil(dali):
+    """A whole-image crop of a known image through augment_view (CPU graph, no colour op, mean 0, std 1/255: the
+    view is the resized crop) against PIL's bilinear and bicubic resize."""
+    from images import edges_image, pil_resized_crop
+    from nvidia.dali import fn, pipeline_def
+
+    from sdmp_fast.augment.recipes import ViewSpec
+    n = 64
+    img = edges_image(n, n)
+    hwc = img.permute(1, 2, 0).contiguous().numpy()
+    for interpolation in ("bilinear", "bicubic"):
+        other = "bicubic" if interpolation == "bilinear" else "bilinear"
+        for size in (24, 96):
+            spec = ViewSpec(size=size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0,
+                            interpolation=interpolation)
+
+            @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
+            def view():
+                x = fn.external_source(source=lambda: [hwc], layout="HWC", batch=True)
+                return dali.augment_view(x, spec, (0.0, 0.0, 0.0), (1 / 255,) * 3)
+            pipe = view()
+            pipe.build()
+            out = torch.from_numpy(np.asarray(pipe.run()[0][0])).permute(2, 0, 1)
+            gap = (out - pil_resized_crop(img, (0, 0, n, n), size, interpolation).float()).abs()
+            # away from the border and the checkerboard (rows n/4..n/2, columns n/3..2n/3) by the filter's reach
+            reach = 2 * max(n / size, 1) + 1
+            c = (torch.arange(size) + 0.5) * n / size  # output pixel centres in input pixels
+            border = (c < reach) | (c > n - reach)
+            board = ((c > n // 4 - reach) & (c < n // 2 + reach))[:, None] & ((c > n // 3 - reach) &
+                                                                             (c < 2 * n // 3 + reach))[None, :]
+            away = ~(board | border[:, None] | border[None, :])
+            what = (interpolation, size, float(gap.max()), float(gap[:, away].max()), float(gap.mean()))
+            assert gap[:, away].max() <= DALI_PIL_AWAY and gap.max() <= DALI_PIL_MAX, what
+            assert gap.mean() <= DALI_PIL_MEAN, what
+            to_other = (out - pil_resized_crop(img, (0, 0, n, n), size, other).float()).abs().mean()
+            assert to_other >= DALI_OTHER_FILTER_MEAN, (what, float(to_other))
 
 
 def test_brightness_contrast_equals_dalis_operator_on_the_cpu(dali):

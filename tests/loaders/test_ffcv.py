@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_bicubic_views, crop_fractions, plain_view, require, with_filter
 
-from conftest import crop_fractions, plain_view, require
-from sdmp_fast.data.sharding import rank_batches
-from sdmp_fast.data.folders import DataError, scan_folder
 from sdmp_fast.augment.recipes import Recipe, dino_recipe, mocov3_recipe
+from sdmp_fast.data.folders import DataError, scan_folder
+from sdmp_fast.data.sharding import rank_batches
 
 pytestmark = pytest.mark.ffcv
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -51,8 +51,9 @@ def _loader(mod, path, recipe, gb=8, rank=0, world=1, seed=0, **kw):
 
 
 def test_canvas_holds_each_decoded_image_top_left(ffcv_interpreted, betons):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     from loaders.beton import RAW, Beton
     for mode, (path, _) in betons.items():
@@ -128,6 +129,24 @@ def test_the_same_canvas_makes_the_same_views_as_the_nvjpeg_loader(ffcv_interpre
     assert torch.equal(a.index, b.index) and torch.equal(a.label, b.label)
     for x, y in zip(a.views, b.views):  # canvases of other padding: zero weights, other summation order
         torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
+def test_a_dino_recipe_is_resized_bicubically(ffcv_interpreted, betons):
+    """The loader hands its recipe to the batched augmentation: DINO's views are bicubic crops."""
+    from sdmp_fast.augment import apply_views, sample_view_params
+    from sdmp_fast.streams import step_generator
+    recipe = dino_recipe(24, 12, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    assert {v.interpolation for v in recipe.views} == {"bicubic"}
+    ld = _loader(ffcv_interpreted, betons["raw"][0], recipe, seed=5)
+    ld.set_epoch(1)
+    step, canvas, index, label = next(ld.decoded())
+    views = ld.make_batch(step, canvas, index, label).views
+    bilinear = _loader(ffcv_interpreted, betons["raw"][0], with_filter(recipe, "bilinear"), seed=5)
+    bilinear.set_epoch(1)
+    others = bilinear.make_batch(step, canvas, index, label).views
+    sizes = ld.sizes[index.long()]
+    params = sample_view_params(recipe, sizes, step_generator(5, 0, 1, step, CPU))
+    assert_bicubic_views(views, apply_views(canvas.permute(0, 3, 1, 2), sizes, params, recipe), others)
 
 
 def test_crops_are_relative_to_each_stored_image(ffcv_interpreted, coord_beton):

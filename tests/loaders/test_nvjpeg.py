@@ -4,11 +4,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_bicubic_views, with_filter
 
-from loaders.nvjpeg import NvjpegLoader, cpu_path_files, jpeg_components
-from sdmp_fast.data.sharding import rank_batches
-from sdmp_fast.data.folders import DataError, Split, scan_folder
+from loaders.nvjpeg import NvjpegLoader, cpu_path_files, decode_batch, jpeg_components, pack
+from sdmp_fast.augment import apply_views, sample_view_params
 from sdmp_fast.augment.recipes import dino_recipe, mocov3_recipe
+from sdmp_fast.data.folders import DataError, Split, scan_folder
+from sdmp_fast.data.sharding import rank_batches
+from sdmp_fast.streams import step_generator
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CPU = torch.device("cpu")
@@ -54,6 +57,21 @@ def test_batches_follow_the_contract_with_mixed_sizes_and_formats(odd_folder, tm
     again = NvjpegLoader(odd_folder, recipe, 4, 1, 2, CPU, seed=0, cache_dir=tmp_path)
     again.set_epoch(2, start_step=1)  # resume: the same batches from step 1
     assert all(torch.equal(x, y) for x, y in zip(next(iter(again)).views, batches[1].views))
+
+
+def test_a_dino_recipe_is_resized_bicubically(odd_folder, tmp_path):
+    """The loader hands its recipe to the batched augmentation: DINO's views are bicubic crops."""
+    recipe = dino_recipe(16, 8, 2, (0.4, 1.0), (0.05, 0.4), MEAN, STD)
+    assert {v.interpolation for v in recipe.views} == {"bicubic"}
+    ids = [0, 1, 2, 3]
+    views = {}
+    for r in (recipe, with_filter(recipe, "bilinear")):
+        ld = NvjpegLoader(odd_folder, r, 4, 0, 1, CPU, seed=5, cache_dir=tmp_path)
+        ld.set_epoch(1)
+        views[r.views[0].interpolation] = ld.make_batch(2, ids).views
+    canvas, sizes = pack(decode_batch(*ld._encoded(ids), CPU))
+    params = sample_view_params(recipe, sizes, step_generator(5, 0, 1, 2, CPU))
+    assert_bicubic_views(views["bicubic"], apply_views(canvas, sizes, params, recipe), views["bilinear"])
 
 
 def test_a_corrupt_jpeg_is_named(tmp_path):
@@ -131,8 +149,9 @@ def test_beton_reader_agrees_with_ffcv_and_the_folder(betons, image_folder):
 def test_writer_is_atomic_and_reports_corrupt_images(tmp_path, image_folder):
     from conftest import require
     require("ffcv", "ffcv")
-    from loaders.write_beton import main as write_main
     import shutil
+
+    from loaders.write_beton import main as write_main
     src = tmp_path / "src"
     shutil.copytree(image_folder / "train", src)
     bad = next((src / "class_0").iterdir()) if (src / "class_0").is_dir() else next(next(src.iterdir()).iterdir())
