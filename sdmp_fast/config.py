@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdmp_fast.schema import (FIXED, FREE, ConfigError, absent, choices, dump_yaml, load, markdown_reference, need,
-                               to_dict)
+                              to_dict)
 
 __all__ = ["ALIASES", "Config", "ConfigError", "Resolved", "SECTIONS", "config_markdown", "dump_yaml", "load_config",
            "method_interpolation", "with_method_defaults",

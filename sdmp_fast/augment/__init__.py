@@ -341,7 +341,7 @@ def eval_views(images: torch.Tensor, sizes: torch.Tensor, spec: EvalSpec, mean: 
     """Deterministic evaluation views ``[B, 3, size, size]`` (channels-last, ``out_dtype``) of a uint8 canvas.
 
     torchvision semantics: resize the short side to ``spec.resize`` (long side ``int(resize * long / short)``,
-    antialiased bilinear) and centre crop ``spec.size``; if ``spec.resize == spec.size`` the whole image is
+    antialiased, ``spec.interpolation``) and centre crop ``spec.size``; if ``spec.resize == spec.size`` the whole image is
     resized to ``size x size`` instead. Then normalise with ``mean``/``std``.
     """
     check_canvas(images, sizes)
@@ -357,7 +357,7 @@ def eval_views(images: torch.Tensor, sizes: torch.Tensor, spec: EvalSpec, mean: 
         off_y, off_x = torch.round((new_h - s) / 2), torch.round((new_w - s) / 2)  # half to even, like round()
     zero = torch.zeros_like(h, dtype=torch.float32)
     f32 = lambda v: v.to(torch.float32)  # noqa: E731
-    rows = _aa_weights(zero, f32(h), f32(new_h), f32(off_y), s, images.shape[-2])
-    cols = _aa_weights(zero, f32(w), f32(new_w), f32(off_x), s, images.shape[-1])
+    rows = _aa_weights(zero, f32(h), f32(new_h), f32(off_y), s, images.shape[-2], spec.interpolation)
+    cols = _aa_weights(zero, f32(w), f32(new_w), f32(off_x), s, images.shape[-1], spec.interpolation)
     x = _resample(images.to(_resample_dtype(images.device)), rows, cols)
     return _normalise(x, mean, std, out_dtype)

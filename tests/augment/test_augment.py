@@ -303,7 +303,8 @@ def test_layout_dtype_shapes_and_value_range(kind, out_dtype):
             torch.testing.assert_close(v.float(), r, atol=0.02, rtol=0.01)
 
 
-@pytest.mark.parametrize("spec", [eval_spec(32), EvalSpec(size=24, resize=28)])
+@pytest.mark.parametrize("spec", [eval_spec(32), EvalSpec(size=24, resize=28), eval_spec(32, "bicubic"),
+                                  EvalSpec(size=24, resize=28, interpolation="bicubic")])
 def test_eval_views_match_the_reference_apply_eval(spec):
     # (40, 50): long side 35, crop offset 5.5 -> 6; (66, 56): 33, offset 4.5 -> 4 (round half to even)
     imgs = [texture(40, 50, 50), texture(66, 56, 51), texture(70, 33, 52), texture(24, 24, 53)]
@@ -314,7 +315,8 @@ def test_eval_views_match_the_reference_apply_eval(spec):
     for b, img in enumerate(imgs):
         ref = apply_eval(img, spec, m, s)
         gap = ((out[b] - ref) * s).abs()  # on the [0, 1] scale
-        assert gap.mean() <= U8_MEAN_GAP and gap.max() <= U8_MAX_GAP, (b, gap.mean() * 255, gap.max() * 255)
+        bound = U8_MAX_GAP if spec.interpolation == "bilinear" else 1.1 / 255  # bicubic: measured 1.06 levels
+        assert gap.mean() <= U8_MEAN_GAP and gap.max() <= bound, (b, gap.mean() * 255, gap.max() * 255)
     half = eval_views(canvas, sizes, spec, torch.tensor(MEAN), torch.tensor(STD), out_dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16 and half.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(half.float(), out, atol=0.02, rtol=0.01)
