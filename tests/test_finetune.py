@@ -127,7 +127,8 @@ def test_ood_evaluation_restricts_the_logits(image_folder, tmp_path):
     ood.mkdir()
     for c in ("class_001", "class_002"):
         (ood / c).symlink_to(image_folder / "val" / c)
-    data = EvalData(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_workers=0, batch_size=8)
+    data = EvalData(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_workers=0, batch_size=8,
+                    eval_interpolation="bilinear")
     split, columns = ood_split(str(ood), ("class_000", "class_001", "class_002"), data)
     assert columns == [1, 2]
     arms = Arms({"trained": Fixed()})
