@@ -157,6 +157,12 @@ def test_dino_sdmp_resume_is_exact(image_folder, tmp_path):
     assert full["step"] == part["step"] == 6
     for k, v in full["method"].items():
         assert torch.equal(v, part["method"][k]), k
+    # the export says how it was trained and rebuilds the DINO-resampling ViT (docs/method.md, DINO)
+    export = torch.load(tmp_path / "full" / "backbone.pt", weights_only=False)
+    assert export["model_name"] == "vit_dino_resample"
+    rec = export["config"]
+    assert (rec["data"]["interpolation"], rec["data"]["eval_interpolation"], rec["model"]["pos_resample"]) == (
+        "bicubic", "bicubic", "dino")
 
 
 def test_cifar_folder_two_step_run(cifar_dirs, tmp_path):
