@@ -88,10 +88,9 @@ def apply_dino_form(model: nn.Module) -> nn.Module:
     return model
 
 
-# The variable-size ViTs: (timm model, its kwargs) as built before model.pos_resample existed (pos_resample=timm),
-# and the full architecture kwargs of vit_dino_resample, which has no defaults of its own to fall back on.
+# The variable-size ViTs, name: (timm name, full architecture kwargs for vit_dino_resample, which has no defaults of
+# its own, the timm name's kwargs). The timm name with its kwargs is the model built before model.pos_resample existed.
 _TINY_P4 = dict(patch_size=4, embed_dim=128, depth=4, num_heads=4)
-# name: (timm name, vit_dino_resample's architecture kwargs, the timm name's kwargs)
 _DYNAMIC = {"vit_tiny_p4_dino": ("vit_tiny_patch16_224", _TINY_P4, _TINY_P4),
             "vit_tiny_p4_dyn": ("vit_tiny_patch16_224", _TINY_P4, _TINY_P4),
             "vit_small_dino": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
@@ -110,16 +109,16 @@ def _dynamic_vit(name: str, img_size: int, drop_path: float, pos_resample: str) 
     raise ValueError(f"pos_resample = {pos_resample!r}: choose dino or timm")
 
 
-DYNAMIC_META = {"patch": 4, "dynamic": True}
+TINY_DYNAMIC = {"patch": 4, "dynamic": True}  # registry meta: build_backbone passes model.pos_resample
 
 
-@BACKBONES.register("vit_tiny_p4_dino", meta=DYNAMIC_META, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
+@BACKBONES.register("vit_tiny_p4_dino", meta=TINY_DYNAMIC, help="tiny ViT for 32 px images (patch 4, dim 128, depth 4, 4 heads), DINO form "
                                                   "(learned pos-embed, resampled for 16 px local crops)")
 def vit_tiny_p4_dino(img_size: int = 32, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
     return apply_dino_form(_dynamic_vit("vit_tiny_p4_dino", img_size, drop_path, pos_resample))
 
 
-@BACKBONES.register("vit_tiny_p4_dyn", meta=DYNAMIC_META, help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
+@BACKBONES.register("vit_tiny_p4_dyn", meta=TINY_DYNAMIC, help="tiny ViT for 32 px images in MoCo v3 form (fixed sin-cos pos-embed, frozen "
                                                  "patch projection) that also takes 16 px local crops (pos-embed "
                                                  "resampled): the CPU DINO recipe's backbone")
 def vit_tiny_p4_dyn(img_size: int = 32, drop_path: float = 0.0, pos_resample: str = "dino") -> nn.Module:
