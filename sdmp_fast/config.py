@@ -172,8 +172,8 @@ def with_method_defaults(cfg: Config) -> Config:
     checkpoints, exports) says what ran."""
     d = cfg.data
     auto = method_interpolation(cfg.method.name)
-    return replace(cfg, data=replace(d, interpolation=auto if d.interpolation == "auto" else d.interpolation,
-                                     eval_interpolation=auto if d.eval_interpolation == "auto" else d.eval_interpolation))
+    crops, evaluation = (auto if v == "auto" else v for v in (d.interpolation, d.eval_interpolation))
+    return replace(cfg, data=replace(d, interpolation=crops, eval_interpolation=evaluation))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -22,7 +22,8 @@ def test_auto_interpolation_is_the_methods_and_written_out(method, interpolation
     assert "interpolation: auto" not in dump_yaml(cfg)
     from sdmp_fast.methods.base import method_recipe
     assert {v.interpolation for v in method_recipe(cfg).views} == {interpolation}  # what every loader is given
-    cfg = load_config(overrides=[f"method.name={method}", "data.interpolation=bicubic", "data.eval_interpolation=bilinear"])
+    cfg = load_config(overrides=[f"method.name={method}", "data.interpolation=bicubic",
+                                 "data.eval_interpolation=bilinear"])
     assert (cfg.data.interpolation, cfg.data.eval_interpolation) == ("bicubic", "bilinear")
     assert {v.interpolation for v in method_recipe(cfg).views} == {"bicubic"}
     with pytest.raises(ConfigError, match="data.interpolation.*choose one of auto, bilinear, bicubic"):

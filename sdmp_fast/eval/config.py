@@ -116,6 +116,7 @@ def fill_data_defaults(d: EvalData, pretrain_config: dict | None) -> EvalData:
         class_subset="" if subset == "all" else subset,
         cache_dir=d.cache_dir or rec.get("cache_dir", base.cache_dir),
         image_size=d.image_size or int(rec.get("image_size", base.image_size)),
-        eval_interpolation=d.eval_interpolation or recorded_value(Config, pretrain_config or {}, "data.eval_interpolation"),
+        eval_interpolation=d.eval_interpolation or recorded_value(Config, pretrain_config or {},
+                                                                  "data.eval_interpolation"),
         mean=tuple(d.mean or rec.get("mean", base.mean)),
         std=tuple(d.std or rec.get("std", base.std)))

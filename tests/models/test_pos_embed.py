@@ -56,7 +56,8 @@ def used_table(model, size: int) -> torch.Tensor:
         return model._pos_embed(torch.zeros(1, grid, grid, model.embed_dim))
 
 
-@pytest.mark.parametrize("backbone, global_size, local_size", [("vit_small_dino", 224, 96), ("vit_tiny_p4_dyn", 32, 16)])
+@pytest.mark.parametrize("backbone, global_size, local_size",
+                         [("vit_small_dino", 224, 96), ("vit_tiny_p4_dyn", 32, 16)])
 def test_dino_resampling_is_dinos_call(backbone, global_size, local_size):
     torch.manual_seed(0)
     cfg = load_config(overrides=["method.name=dino", f"model.backbone={backbone}", f"data.image_size={global_size}",
