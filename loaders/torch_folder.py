@@ -16,27 +16,19 @@ from sdmp_fast.augment.recipes import Recipe
 from sdmp_fast.augment.reference import apply_view
 from sdmp_fast.batch import Batch
 from sdmp_fast.data.folders import Split
-from sdmp_fast.data.images import decode_rgb
+from sdmp_fast.data.images import SeededImages
 from sdmp_fast.data.splits import training_split
-from sdmp_fast.streams import sample_generator
 
 
-class _ViewDataset(torch.utils.data.Dataset):
+class _ViewDataset(SeededImages):
     """Maps (epoch, sample index) to (views, index, label)."""
 
     def __init__(self, split: Split, recipe: Recipe, seed: int):
-        self.split, self.recipe, self.seed = split, recipe, seed
-        self.mean = torch.tensor(recipe.mean).view(3, 1, 1)
-        self.std = torch.tensor(recipe.std).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.split)
+        super().__init__(split, seed, recipe.mean, recipe.std)
+        self.recipe = recipe
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        path, label = self.split.samples[index]
-        img = decode_rgb(path)
-        g = sample_generator(self.seed, epoch, index)
+        img, g, index, label = self.sample(key)
         views = [apply_view(img, spec, g, self.mean, self.std) for spec in self.recipe.views]
         return views, index, label
 

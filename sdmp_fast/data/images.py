@@ -10,6 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from sdmp_fast.data.folders import DataError, Split
+from sdmp_fast.streams import sample_generator
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
@@ -56,6 +57,25 @@ def apply_eval(img: torch.Tensor, spec: EvalSpec, mean: torch.Tensor, std: torch
     else:
         x = TF.center_crop(TF.resize(img, spec.resize, interpolation=mode, antialias=True), [spec.size, spec.size])
     return (x.float().div_(255) - mean) / std
+
+
+class SeededImages(torch.utils.data.Dataset):
+    """Training images keyed by (epoch, sample index): the decoded image with its own generator, seeded with
+    (seed, epoch, index), so what a sample becomes depends neither on the worker count nor on scheduling.
+    Subclasses turn :meth:`sample` into their item; ``mean``/``std`` are ``[3, 1, 1]`` tensors for them."""
+
+    def __init__(self, split: Split, seed: int, mean, std):
+        self.split, self.seed = split, seed
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def sample(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Generator, int, int]:
+        """(uint8 image, its generator, sample index, label) of ``key = (epoch, index)``."""
+        epoch, index = key
+        path, label = self.split.samples[index]
+        return decode_rgb(path), sample_generator(self.seed, epoch, index), index, label
 
 
 class _EvalDataset(torch.utils.data.Dataset):

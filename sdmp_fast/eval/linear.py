@@ -23,7 +23,7 @@ from tqdm import tqdm
 from sdmp_fast import dist
 from sdmp_fast.augment.reference import rrc_params
 from sdmp_fast.data.folders import DataError, Split
-from sdmp_fast.data.images import decode_rgb, eval_batches, eval_spec
+from sdmp_fast.data.images import SeededImages, eval_batches, eval_spec
 from sdmp_fast.data.sharding import rank_batches, steps_per_epoch
 from sdmp_fast.data.splits import labelled_split, load_splits
 from sdmp_fast.engine.precision import autocast_context, autocast_dtype
@@ -34,7 +34,6 @@ from sdmp_fast.eval.pretrained import Pretrained, is_vit, labels_note
 from sdmp_fast.eval.probe import (PROTOCOLS, LinearHeads, build_probe_optimizer, cosine_lr, evaluate_heads,
                                   feature_dim, format_accuracy, percent_correct, probe_features, probe_step, set_lr)
 from sdmp_fast.schema import FIXED, FREE, ConfigError, choices, need, to_dict
-from sdmp_fast.streams import sample_generator
 
 FAST_MODE = "fast mode (cached features), not the paper protocol"
 AUGMENTED_MODE = "augmented training views (RandomResizedCrop + flip): the protocol's recipe"
@@ -102,21 +101,15 @@ def output_name(cfg: LinearConfig) -> str:
     return f"linear/{cfg.probe.protocol}{'_cached' if cfg.probe.cached_features else ''}"
 
 
-class ProbeTrainViews(torch.utils.data.Dataset):
+class ProbeTrainViews(SeededImages):
     """(epoch, index) -> (RandomResizedCrop + flip view ``[3, S, S]`` normalised, label), as the ``torch`` loader cuts views."""
 
     def __init__(self, split: Split, size: int, scale: tuple[float, float], mean, std, seed: int):
-        self.split, self.size, self.scale, self.seed = split, size, tuple(scale), seed
-        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.split)
+        super().__init__(split, seed, mean, std)
+        self.size, self.scale = size, tuple(scale)
 
     def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        path, label = self.split.samples[index]
-        img = decode_rgb(path)
-        g = sample_generator(self.seed, epoch, index)
+        img, g, _, label = self.sample(key)
         top, left, h, w = rrc_params(img.shape[-2], img.shape[-1], self.scale, (3 / 4, 4 / 3), g)
         x = TF.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
         if float(torch.rand((), generator=g)) < 0.5:
